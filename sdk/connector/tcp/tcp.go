@@ -1,0 +1,62 @@
+// Package tcp defines TCP connectors. A TCP connector receives the client's
+// connection to the broker's listener and the service credentials, completes
+// whatever handshakes the protocol needs on both sides (for example: read the
+// client's startup message, log in to the target server with the real
+// password), and returns an authenticated connection to the target. The broker
+// then relays bytes in both directions until either side closes.
+//
+// A plugin of type "connector.tcp" exports
+//
+//	func GetTCPPlugin() tcp.Plugin
+package tcp
+
+import (
+	"net"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// Connector authenticates one client connection to the target.
+type Connector interface {
+	// Connect is called once per accepted client connection. It returns the
+	// target connection, ready for a plain byte relay. On error the broker
+	// closes clientConn; a connector that wants the client to see a protocol
+	// error message should write it to clientConn before returning. The error
+	// text is logged, so it must not contain credential values.
+	// credentialValuesByID is zeroed when Connect returns.
+	Connect(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (backendConn net.Conn, err error)
+}
+
+// ConnectorFunc adapts an ordinary function to the Connector interface.
+type ConnectorFunc func(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (net.Conn, error)
+
+// Connect calls f.
+func (f ConnectorFunc) Connect(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (net.Conn, error) {
+	return f(clientConn, credentialValuesByID)
+}
+
+// Plugin builds a Connector for a service. NewConnector is called once per
+// service at start-up, before any listener opens. Configuration problems
+// should be reported by implementing Validator, so that they stop start-up
+// instead of surfacing at the first connection.
+type Plugin interface {
+	NewConnector(connector.Resources) Connector
+}
+
+// Validator is an optional interface a Plugin may implement to check a
+// service's config block at load time. A non-nil error refuses start-up and
+// is reported with the service name.
+type Validator interface {
+	ValidateConfig(config []byte) error
+}
+
+// PluginFunc adapts a function to the Plugin interface.
+type PluginFunc func(connector.Resources) Connector
+
+// NewConnector calls f.
+func (f PluginFunc) NewConnector(r connector.Resources) Connector { return f(r) }
+
+var (
+	_ Connector = ConnectorFunc(nil)
+	_ Plugin    = PluginFunc(nil)
+)

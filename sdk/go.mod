@@ -1,0 +1,3 @@
+module github.com/secretless-broker/secretless-broker/sdk
+
+go 1.26
