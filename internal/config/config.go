@@ -1,0 +1,489 @@
+// Package config loads and validates secretless.yml (version 2).
+//
+// A file looks like:
+//
+//	version: 2
+//	services:
+//	  pg:
+//	    connector: pg
+//	    listenOn: tcp://127.0.0.1:5432     # or unix:///run/secretless/.s.PGSQL.5432
+//	    socketMode: "0660"                 # unix sockets only; default 0660
+//	    credentials:
+//	      host: db.internal                # a bare scalar is a literal
+//	      password:
+//	        from: env                      # a provider
+//	        get: PG_PASSWORD               # the id the provider looks up
+//	    config:                            # connector-specific, passed as YAML bytes
+//	      anything: here
+//
+// Every problem found is reported, each as "FILE:LINE: KEY.PATH: message".
+// Connector ids are checked later, by CheckConnectors, once plugins are
+// loaded.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultSocketMode is the permission of unix socket listeners unless a
+// service sets socketMode: owner and group may connect, others may not.
+const DefaultSocketMode os.FileMode = 0o660
+
+// Config is a validated configuration file.
+type Config struct {
+	File     string    // path the config was read from
+	Services []Service // in file order
+}
+
+// Service is one entry under services:.
+type Service struct {
+	Name        string
+	Connector   string
+	ListenOn    Address
+	SocketMode  os.FileMode
+	Credentials []Credential // sorted by name
+	Config      []byte       // the config block re-encoded as YAML; nil when absent
+
+	line          int // line of the service key
+	connectorLine int
+}
+
+// Credential is one entry under a service's credentials:.
+type Credential struct {
+	Name string
+	From string // provider name; "literal" for bare scalars
+	Get  string // the id handed to the provider (the literal value for literal)
+	Line int
+}
+
+// Address is a parsed listenOn value.
+type Address struct {
+	Network string // "tcp" or "unix"
+	Address string // host:port or absolute socket path
+	Raw     string
+}
+
+func (a Address) String() string { return a.Raw }
+
+// ProviderInfo tells the config loader which credential providers exist and
+// whether each needs a "get" id.
+type ProviderInfo interface {
+	Known(name string) bool
+	NeedsID(name string) bool
+	Names() []string
+}
+
+// Problem is one configuration error.
+type Problem struct {
+	File string
+	Line int
+	Path string
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error holds every problem found in one file.
+type Error struct{ Problems []Problem }
+
+func (e *Error) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// ErrNotFound is returned by Find when no config file exists in the default places.
+var ErrNotFound = errors.New("no config file found")
+
+// Find returns the config file to use when -f is not given: ./secretless.yml,
+// then ~/.secretless.yml, then /etc/secretless.yml.
+func Find() (string, error) {
+	candidates := []string{"secretless.yml"}
+	if home, err := os.UserHomeDir(); err == nil {
+		candidates = append(candidates, filepath.Join(home, ".secretless.yml"))
+	}
+	candidates = append(candidates, "/etc/secretless.yml")
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w (looked for %s; use -f FILE)", ErrNotFound, strings.Join(candidates, ", "))
+}
+
+// Load reads and validates a config file.
+func Load(file string, providers ProviderInfo) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(file, data, providers)
+}
+
+type parser struct {
+	file      string
+	problems  []Problem
+	providers ProviderInfo
+}
+
+func (p *parser) addf(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	p.problems = append(p.problems, Problem{File: p.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Parse validates config bytes; file is used in messages only.
+func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err error) {
+	defer func() {
+		// No input may crash the broker: turn an unexpected panic in the YAML
+		// library into an ordinary config error.
+		if r := recover(); r != nil {
+			cfg, err = nil, &Error{Problems: []Problem{{File: file, Msg: fmt.Sprintf("cannot parse config: %v", r)}}}
+		}
+	}()
+	p := &parser{file: file, providers: providers}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if errors.Is(err, io.EOF) {
+			msg = "file is empty"
+		}
+		line := 0
+		if n, ok := yamlErrLine(msg); ok {
+			line = n
+		}
+		return nil, &Error{Problems: []Problem{{File: file, Line: line, Msg: "invalid YAML: " + msg}}}
+	}
+	var extra yaml.Node
+	if dec.Decode(&extra) == nil {
+		p.addf(&extra, "", "more than one YAML document; put everything in one")
+	}
+	cfg = &Config{File: file}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		p.addf(root, "", "top level must be a mapping with version and services")
+		return nil, &Error{Problems: p.problems}
+	}
+	var versionSeen, servicesSeen bool
+	forEachPair(root, func(k, v *yaml.Node) {
+		switch k.Value {
+		case "version":
+			versionSeen = true
+			if v.Kind != yaml.ScalarNode || (v.Value != "2" && v.Value != "2.0") {
+				p.addf(v, "version", "unsupported version %q: only version 2 is supported", v.Value)
+			}
+		case "services":
+			servicesSeen = true
+			cfg.Services = p.services(v)
+		case "listeners", "handlers":
+			p.addf(k, k.Value, "version 1 keys are not supported; convert the file to version 2 (services:)")
+		default:
+			p.addf(k, k.Value, "unknown key (expected version, services)")
+		}
+	})
+	if !versionSeen {
+		p.addf(root, "version", "missing (add \"version: 2\")")
+	}
+	if !servicesSeen {
+		p.addf(root, "services", "missing")
+	} else if len(cfg.Services) == 0 && len(p.problems) == 0 {
+		p.addf(root, "services", "no services defined")
+	}
+	p.checkAddresses(cfg.Services)
+	if len(p.problems) > 0 {
+		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].Line < p.problems[j].Line })
+		return nil, &Error{Problems: p.problems}
+	}
+	return cfg, nil
+}
+
+func yamlErrLine(msg string) (int, bool) {
+	// yaml.v3 messages look like "line 3: did not find expected key".
+	var n int
+	if _, err := fmt.Sscanf(msg, "line %d:", &n); err == nil {
+		return n, true
+	}
+	return 0, false
+}
+
+func forEachPair(m *yaml.Node, f func(k, v *yaml.Node)) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		f(m.Content[i], m.Content[i+1])
+	}
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func (p *parser) services(n *yaml.Node) []Service {
+	if n.Kind != yaml.MappingNode {
+		if isNull(n) {
+			return nil
+		}
+		p.addf(n, "services", "must be a mapping of service name to service")
+		return nil
+	}
+	var out []Service
+	seen := map[string]bool{}
+	forEachPair(n, func(k, v *yaml.Node) {
+		name := k.Value
+		path := "services." + name
+		if seen[name] {
+			p.addf(k, path, "service defined twice")
+			return
+		}
+		seen[name] = true
+		if name == "" {
+			p.addf(k, "services", "empty service name")
+			return
+		}
+		if s, ok := p.service(path, name, k, v); ok {
+			out = append(out, s)
+		}
+	})
+	return out
+}
+
+func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
+	s := Service{Name: name, line: k.Line, SocketMode: DefaultSocketMode}
+	if n.Kind != yaml.MappingNode {
+		p.addf(n, path, "must be a mapping with connector, listenOn, credentials")
+		return s, false
+	}
+	before := len(p.problems)
+	var listenSeen, modeSeen bool
+	forEachPair(n, func(k, v *yaml.Node) {
+		kp := path + "." + k.Value
+		switch k.Value {
+		case "connector", "protocol": // protocol: deprecated Secretless spelling
+			if s.Connector != "" {
+				p.addf(k, kp, "connector given twice (connector and protocol)")
+				return
+			}
+			if v.Kind != yaml.ScalarNode || v.Value == "" || isNull(v) {
+				p.addf(v, kp, "must be a connector id such as pg")
+				return
+			}
+			s.Connector, s.connectorLine = v.Value, v.Line
+		case "listenOn":
+			listenSeen = true
+			if v.Kind != yaml.ScalarNode || isNull(v) {
+				p.addf(v, kp, "must be tcp://host:port or unix:///absolute/path")
+				return
+			}
+			a, err := ParseAddress(v.Value)
+			if err != nil {
+				p.addf(v, kp, "%v", err)
+				return
+			}
+			s.ListenOn = a
+		case "socketMode":
+			modeSeen = true
+			m, err := strconv.ParseUint(v.Value, 8, 32)
+			if v.Kind != yaml.ScalarNode || err != nil || m > 0o777 {
+				p.addf(v, kp, "must be an octal permission such as \"0660\"")
+				return
+			}
+			s.SocketMode = os.FileMode(m)
+		case "credentials":
+			s.Credentials = p.credentials(kp, v)
+		case "config":
+			if isNull(v) {
+				return
+			}
+			b, err := yaml.Marshal(v)
+			if err != nil {
+				p.addf(v, kp, "cannot encode: %v", err)
+				return
+			}
+			s.Config = b
+		default:
+			p.addf(k, kp, "unknown key (expected connector, listenOn, credentials, config, socketMode)")
+		}
+	})
+	if s.Connector == "" && len(p.problems) == before {
+		p.addf(k, path+".connector", "missing")
+	}
+	if !listenSeen {
+		p.addf(k, path+".listenOn", "missing")
+	}
+	if modeSeen && s.ListenOn.Network == "tcp" {
+		p.addf(n, path+".socketMode", "only applies to unix:// listeners")
+	}
+	return s, len(p.problems) == before
+}
+
+func (p *parser) credentials(path string, n *yaml.Node) []Credential {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.addf(n, path, "must be a mapping of credential name to a value or {from: PROVIDER, get: ID}")
+		return nil
+	}
+	var out []Credential
+	seen := map[string]bool{}
+	forEachPair(n, func(k, v *yaml.Node) {
+		cp := path + "." + k.Value
+		if seen[k.Value] {
+			p.addf(k, cp, "credential defined twice")
+			return
+		}
+		seen[k.Value] = true
+		c := Credential{Name: k.Value, Line: k.Line}
+		switch v.Kind {
+		case yaml.ScalarNode:
+			if isNull(v) {
+				p.addf(v, cp, "has no value (write a literal, or {from: PROVIDER, get: ID})")
+				return
+			}
+			c.From, c.Get = "literal", v.Value
+		case yaml.MappingNode:
+			var fromSeen, getSeen bool
+			forEachPair(v, func(kk, vv *yaml.Node) {
+				switch kk.Value {
+				case "from":
+					fromSeen = true
+					c.From = vv.Value
+				case "get":
+					getSeen = true
+					c.Get = vv.Value
+				default:
+					p.addf(kk, cp+"."+kk.Value, "unknown key (expected from, get)")
+				}
+				if vv.Kind != yaml.ScalarNode {
+					p.addf(vv, cp+"."+kk.Value, "must be a string")
+				}
+			})
+			switch {
+			case !fromSeen || c.From == "":
+				p.addf(v, cp+".from", "missing provider (one of %s)", strings.Join(p.providers.Names(), ", "))
+				return
+			case !p.providers.Known(c.From):
+				p.addf(v, cp+".from", "unknown provider %q (known: %s)", c.From, strings.Join(p.providers.Names(), ", "))
+				return
+			case (!getSeen || c.Get == "") && p.providers.NeedsID(c.From):
+				p.addf(v, cp+".get", "missing: provider %q needs an id to look up", c.From)
+				return
+			}
+		default:
+			p.addf(v, cp, "must be a value or {from: PROVIDER, get: ID}")
+			return
+		}
+		out = append(out, c)
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ParseAddress parses a listenOn value.
+func ParseAddress(raw string) (Address, error) {
+	a := Address{Raw: raw}
+	switch {
+	case strings.HasPrefix(raw, "tcp://"):
+		hp := strings.TrimPrefix(raw, "tcp://")
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil {
+			return a, fmt.Errorf("malformed address %q: want tcp://host:port", raw)
+		}
+		if strings.ContainsAny(host, "/ ") {
+			return a, fmt.Errorf("malformed address %q: bad host %q", raw, host)
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil {
+			return a, fmt.Errorf("malformed address %q: port %q is not a number", raw, port)
+		}
+		if n < 1 || n > 65535 {
+			return a, fmt.Errorf("port %d out of range 1-65535 in %q", n, raw)
+		}
+		a.Network, a.Address = "tcp", net.JoinHostPort(host, strconv.Itoa(n))
+	case strings.HasPrefix(raw, "unix://"):
+		path := strings.TrimPrefix(raw, "unix://")
+		if !filepath.IsAbs(path) {
+			return a, fmt.Errorf("malformed address %q: want unix:///absolute/path", raw)
+		}
+		if strings.HasSuffix(path, "/") {
+			return a, fmt.Errorf("malformed address %q: names a directory, not a socket file", raw)
+		}
+		if len(path) > 107 {
+			return a, fmt.Errorf("socket path %q is longer than the 107 bytes unix sockets allow", path)
+		}
+		a.Network, a.Address = "unix", filepath.Clean(path)
+	default:
+		return a, fmt.Errorf("malformed address %q: want tcp://host:port or unix:///absolute/path", raw)
+	}
+	return a, nil
+}
+
+// conflicts reports whether two listen addresses cannot both be bound.
+func conflicts(a, b Address) bool {
+	if a.Network != b.Network {
+		return false
+	}
+	if a.Network == "unix" {
+		return a.Address == b.Address
+	}
+	ha, pa, _ := net.SplitHostPort(a.Address)
+	hb, pb, _ := net.SplitHostPort(b.Address)
+	if pa != pb {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
+func (p *parser) checkAddresses(svcs []Service) {
+	for i := range svcs {
+		for j := 0; j < i; j++ {
+			if conflicts(svcs[i].ListenOn, svcs[j].ListenOn) {
+				p.problems = append(p.problems, Problem{File: p.file, Line: svcs[i].line,
+					Path: "services." + svcs[i].Name + ".listenOn",
+					Msg:  fmt.Sprintf("address %s is also used by service %q", svcs[i].ListenOn, svcs[j].Name)})
+			}
+		}
+	}
+}
+
+// ConnectorProblem builds the error for a service whose connector is unknown
+// or unusable, in the same FILE:LINE: KEY: form as load-time problems.
+func (c *Config) ConnectorProblem(s Service, format string, args ...any) Problem {
+	return Problem{File: c.File, Line: s.connectorLine, Path: "services." + s.Name + ".connector", Msg: fmt.Sprintf(format, args...)}
+}
+
+// ServiceProblem builds an error about a service's key.
+func (c *Config) ServiceProblem(s Service, key, format string, args ...any) Problem {
+	return Problem{File: c.File, Line: s.line, Path: "services." + s.Name + "." + key, Msg: fmt.Sprintf(format, args...)}
+}

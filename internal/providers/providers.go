@@ -1,0 +1,140 @@
+// Package providers fetches credential values for services. A provider maps
+// an id (the "get" of a credential) to a secret value; the built-in ones are
+// literal, env and file. Values are fetched for every connection so that a
+// rotated secret takes effect without a restart, and are returned as fresh
+// []byte slices the caller owns and zeroes.
+package providers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// Provider fetches one credential value. Get must honour ctx and return a
+// slice the caller may zero. Errors must not contain the secret value.
+type Provider interface {
+	Name() string
+	// NeedsID reports whether credentials from this provider must have a "get".
+	NeedsID() bool
+	Get(ctx context.Context, id string) ([]byte, error)
+}
+
+// Registry is a set of providers by name. It implements config.ProviderInfo.
+type Registry map[string]Provider
+
+// Default returns the built-in providers.
+func Default() Registry {
+	r := Registry{}
+	for _, p := range []Provider{Literal{}, Env{}, File{}} {
+		r[p.Name()] = p
+	}
+	return r
+}
+
+// Known reports whether a provider exists.
+func (r Registry) Known(name string) bool { _, ok := r[name]; return ok }
+
+// NeedsID reports whether the named provider needs a "get" id.
+func (r Registry) NeedsID(name string) bool { p, ok := r[name]; return ok && p.NeedsID() }
+
+// Names lists the provider names, sorted.
+func (r Registry) Names() []string {
+	out := make([]string, 0, len(r))
+	for n := range r {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Fetch resolves all of a service's credentials. On error every value already
+// fetched is zeroed. The error names the credential and provider, never a value.
+func (r Registry) Fetch(ctx context.Context, creds []config.Credential) (connector.CredentialValuesByID, error) {
+	out := make(connector.CredentialValuesByID, len(creds))
+	for _, c := range creds {
+		p, ok := r[c.From]
+		if !ok {
+			out.Zero()
+			return nil, fmt.Errorf("credential %q: unknown provider %q", c.Name, c.From)
+		}
+		v, err := p.Get(ctx, c.Get)
+		if err != nil {
+			out.Zero()
+			return nil, fmt.Errorf("credential %q from %s: %w", c.Name, c.From, err)
+		}
+		out[c.Name] = v
+	}
+	return out, nil
+}
+
+// Literal returns the id itself: the value written in the config file.
+type Literal struct{}
+
+// Name implements Provider.
+func (Literal) Name() string { return "literal" }
+
+// NeedsID implements Provider.
+func (Literal) NeedsID() bool { return true }
+
+// Get implements Provider.
+func (Literal) Get(_ context.Context, id string) ([]byte, error) { return []byte(id), nil }
+
+// ErrEnvNotSet is returned when an env credential's variable is not set.
+var ErrEnvNotSet = errors.New("environment variable is not set")
+
+// Env reads an environment variable. A variable that is set but empty is an
+// empty value; one that is not set is an error naming it.
+type Env struct{}
+
+// Name implements Provider.
+func (Env) Name() string { return "env" }
+
+// NeedsID implements Provider.
+func (Env) NeedsID() bool { return true }
+
+// Get implements Provider.
+func (Env) Get(_ context.Context, id string) ([]byte, error) {
+	v, ok := os.LookupEnv(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrEnvNotSet, id)
+	}
+	return []byte(v), nil
+}
+
+// File returns the exact contents of a file (no trimming of newlines).
+type File struct{}
+
+// Name implements Provider.
+func (File) Name() string { return "file" }
+
+// NeedsID implements Provider.
+func (File) NeedsID() bool { return true }
+
+// Get implements Provider.
+func (File) Get(ctx context.Context, id string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(id)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("read %s: %w", id, pe.Err)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+var (
+	_ Provider            = Literal{}
+	_ Provider            = Env{}
+	_ Provider            = File{}
+	_ config.ProviderInfo = Registry(nil)
+)

@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
+)
+
+// ErrNotSocket is returned when a unix listenOn path exists and is not a socket.
+var ErrNotSocket = errors.New("exists and is not a socket; refusing to replace it")
+
+var umaskMu sync.Mutex
+
+// Listen opens the listener for addr. A stale unix socket file is replaced;
+// any other kind of file at that path is left alone and is an error. Unix
+// sockets are created with mode (the umask is narrowed while the socket is
+// bound, so there is no moment where it is more open than asked).
+func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
+	switch addr.Network {
+	case "tcp":
+		l, err := net.Listen("tcp", addr.Address)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		return l, nil
+	case "unix":
+		if st, err := os.Lstat(addr.Address); err == nil {
+			if st.Mode().Type() != fs.ModeSocket {
+				return nil, fmt.Errorf("listen on %s: %s %w", addr, addr.Address, ErrNotSocket)
+			}
+			if c, err := net.Dial("unix", addr.Address); err == nil {
+				_ = c.Close()
+				return nil, fmt.Errorf("listen on %s: another process is serving this socket", addr)
+			}
+			if err := os.Remove(addr.Address); err != nil {
+				return nil, fmt.Errorf("listen on %s: remove stale socket: %w", addr, err)
+			}
+		}
+		umaskMu.Lock()
+		old := syscall.Umask(0o777 &^ int(mode.Perm()))
+		l, err := net.Listen("unix", addr.Address)
+		syscall.Umask(old)
+		umaskMu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		if err := os.Chmod(addr.Address, mode.Perm()); err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("listen on %s: chmod: %w", addr, err)
+		}
+		return l, nil
+	}
+	return nil, fmt.Errorf("listen on %s: unsupported network %q", addr, addr.Network)
+}
