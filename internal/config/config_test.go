@@ -1,0 +1,163 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type testProviders struct{}
+
+func (testProviders) Known(n string) bool   { return n == "env" || n == "file" || n == "literal" }
+func (testProviders) NeedsID(n string) bool { return true }
+func (testProviders) Names() []string       { return []string{"env", "file", "literal"} }
+
+const good = `version: 2
+services:
+  pg:
+    connector: pg
+    listenOn: tcp://127.0.0.1:5432
+    credentials:
+      host: localhost
+      port: 5432
+      password:
+        from: env
+        get: PGPASS
+    config:
+      a: b
+  sock:
+    protocol: redis
+    listenOn: unix:///tmp/x/redis.sock
+    socketMode: "0600"
+`
+
+func TestParseGood(t *testing.T) {
+	for _, version := range []string{"2", `"2"`} {
+		t.Run("version "+version, func(t *testing.T) {
+			data := strings.Replace(good, "version: 2", "version: "+version, 1)
+			cfg, err := Parse("s.yml", []byte(data), testProviders{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Services) != 2 {
+				t.Fatalf("services = %d", len(cfg.Services))
+			}
+			pg := cfg.Services[0]
+			if pg.Name != "pg" || pg.Connector != "pg" || pg.ListenOn.Network != "tcp" || pg.ListenOn.Address != "127.0.0.1:5432" {
+				t.Errorf("pg = %+v", pg)
+			}
+			want := []Credential{{Name: "host", From: "literal", Get: "localhost", Line: 7},
+				{Name: "password", From: "env", Get: "PGPASS", Line: 9}, {Name: "port", From: "literal", Get: "5432", Line: 8}}
+			if len(pg.Credentials) != len(want) {
+				t.Fatalf("credentials = %+v", pg.Credentials)
+			}
+			for i := range want {
+				if pg.Credentials[i] != want[i] {
+					t.Errorf("credential %d = %+v, want %+v", i, pg.Credentials[i], want[i])
+				}
+			}
+			if string(pg.Config) != "a: b\n" {
+				t.Errorf("config = %q", pg.Config)
+			}
+			if pg.SocketMode != DefaultSocketMode {
+				t.Errorf("default socket mode = %o", pg.SocketMode)
+			}
+			s := cfg.Services[1]
+			if s.Connector != "redis" || s.ListenOn.Network != "unix" || s.SocketMode != 0o600 {
+				t.Errorf("sock = %+v", s)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	svc := func(body string) string {
+		return "version: 2\nservices:\n  svc:\n" + body
+	}
+	tests := []struct {
+		name string
+		in   string
+		want []string // each must appear in the error
+	}{
+		{"empty file", "", []string{"c.yml: invalid YAML: file is empty"}},
+		{"bad yaml", "version: 2\nservices: [\n", []string{"c.yml:", "invalid YAML"}},
+		{"not a mapping", "- a\n", []string{"top level must be a mapping"}},
+		{"missing version", "services:\n  a:\n    connector: pg\n    listenOn: tcp://:1\n", []string{"c.yml:1: version: missing"}},
+		{"version 1", "version: 1\nservices: {}\n", []string{"c.yml:1: version: unsupported version \"1\""}},
+		{"v1 keys", "version: 2\nlisteners: []\nservices: {}\n", []string{"c.yml:2: listeners: version 1 keys"}},
+		{"unknown top key", "version: 2\nservice: {}\n", []string{"c.yml:2: service: unknown key", "services: missing"}},
+		{"no services", "version: 2\nservices: {}\n", []string{"services: no services defined"}},
+		{"unknown service key", svc("    connector: pg\n    listenOn: tcp://:1\n    listenon: x\n"), []string{"c.yml:6: services.svc.listenon: unknown key"}},
+		{"missing connector", svc("    listenOn: tcp://:1\n"), []string{"c.yml:3: services.svc.connector: missing"}},
+		{"missing listenOn", svc("    connector: pg\n"), []string{"services.svc.listenOn: missing"}},
+		{"malformed listenOn", svc("    connector: pg\n    listenOn: tcp//localhost:5432\n"), []string{"c.yml:5: services.svc.listenOn: malformed address \"tcp//localhost:5432\""}},
+		{"no port", svc("    connector: pg\n    listenOn: tcp://localhost\n"), []string{"services.svc.listenOn: malformed address"}},
+		{"port not number", svc("    connector: pg\n    listenOn: tcp://localhost:pg\n"), []string{"services.svc.listenOn:", "not a number"}},
+		{"port out of range", svc("    connector: pg\n    listenOn: tcp://localhost:70000\n"), []string{"services.svc.listenOn: port 70000 out of range"}},
+		{"port zero", svc("    connector: pg\n    listenOn: tcp://localhost:0\n"), []string{"services.svc.listenOn: port 0 out of range"}},
+		{"relative unix", svc("    connector: pg\n    listenOn: unix://tmp/x.sock\n"), []string{"services.svc.listenOn: malformed address"}},
+		{"unknown scheme", svc("    connector: pg\n    listenOn: udp://:53\n"), []string{"services.svc.listenOn: malformed address"}},
+		{"bad socketMode", svc("    connector: pg\n    listenOn: unix:///tmp/x.sock\n    socketMode: rw\n"), []string{"services.svc.socketMode: must be an octal"}},
+		{"socketMode on tcp", svc("    connector: pg\n    listenOn: tcp://:1\n    socketMode: \"0600\"\n"), []string{"services.svc.socketMode: only applies to unix"}},
+		{"unknown provider", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: vault2\n        get: x\n"), []string{"c.yml:8: services.svc.credentials.password.from: unknown provider \"vault2\" (known: env, file, literal)"}},
+		{"from without get", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: env\n"), []string{"services.svc.credentials.password.get: missing: provider \"env\" needs an id"}},
+		{"get without from", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        get: X\n"), []string{"services.svc.credentials.password.from: missing provider"}},
+		{"unknown credential key", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: env\n        get: X\n        id: y\n"), []string{"services.svc.credentials.password.id: unknown key"}},
+		{"null credential", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n"), []string{"services.svc.credentials.password: has no value"}},
+		{"credentials list", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials: [a]\n"), []string{"services.svc.credentials: must be a mapping"}},
+		{"service not mapping", "version: 2\nservices:\n  svc: pg\n", []string{"services.svc: must be a mapping"}},
+		{"same address", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n",
+			[]string{"c.yml:6: services.b.listenOn: address tcp://127.0.0.1:5432 is also used by service \"a\""}},
+		{"wildcard overlaps", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://0.0.0.0:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n",
+			[]string{"services.b.listenOn: address"}},
+		{"same socket", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: unix:///tmp/s\n  b:\n    connector: pg\n    listenOn: unix:///tmp//s\n",
+			[]string{"services.b.listenOn: address"}},
+		{"two documents", good + "---\nversion: 2\n", []string{"more than one YAML document"}},
+		{"every problem reported", svc("    connector: pg\n    listenOn: tcp://:99999\n    bogus: 1\n"), []string{"services.svc.listenOn: port 99999", "services.svc.bogus: unknown key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yml", []byte(tt.in), testProviders{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T is not *config.Error: %v", err, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%s\ndoes not contain\n%s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDistinctAddressesAccepted(t *testing.T) {
+	in := "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.2:5432\n  c:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5433\n"
+	if _, err := Parse("c.yml", []byte(in), testProviders{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yml"), testProviders{})
+	if err == nil || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "nope.yml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("version: 2\nservices:\n  a: {connector: x, listenOn: 'tcp://[::1]:1'}\n"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f.yml", data, testProviders{})
+		if err == nil && len(cfg.Services) == 0 {
+			t.Fatal("config without services accepted")
+		}
+	})
+}

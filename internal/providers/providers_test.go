@@ -1,0 +1,87 @@
+package providers
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
+)
+
+func TestFetch(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(secretFile, []byte("file-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SL_TEST_PW", "env-secret")
+	t.Setenv("SL_TEST_EMPTY", "")
+	r := Default()
+	tests := []struct {
+		name    string
+		cred    config.Credential
+		want    string
+		wantErr string
+	}{
+		{"literal", config.Credential{Name: "host", From: "literal", Get: "db"}, "db", ""},
+		{"env", config.Credential{Name: "pw", From: "env", Get: "SL_TEST_PW"}, "env-secret", ""},
+		{"env empty is a value", config.Credential{Name: "pw", From: "env", Get: "SL_TEST_EMPTY"}, "", ""},
+		{"env missing names the variable", config.Credential{Name: "pw", From: "env", Get: "SL_TEST_NOPE"}, "", `credential "pw" from env: environment variable is not set: SL_TEST_NOPE`},
+		{"file exact contents", config.Credential{Name: "pw", From: "file", Get: secretFile}, "file-secret\n", ""},
+		{"file missing", config.Credential{Name: "pw", From: "file", Get: filepath.Join(dir, "nope")}, "", "no such file"},
+		{"unknown provider", config.Credential{Name: "pw", From: "vault9", Get: "x"}, "", `unknown provider "vault9"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := r.Fetch(context.Background(), []config.Credential{tt.cred})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got[tt.cred.Name]) != tt.want {
+				t.Fatalf("value = %q, want %q", got[tt.cred.Name], tt.want)
+			}
+		})
+	}
+}
+
+func TestFetchIsFreshPerCall(t *testing.T) {
+	t.Setenv("SL_TEST_ROT", "one")
+	r := Default()
+	creds := []config.Credential{{Name: "pw", From: "env", Get: "SL_TEST_ROT"}, {Name: "lit", From: "literal", Get: "keep"}}
+	a, err := r.Fetch(context.Background(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Zero()
+	if string(a["pw"]) != "\x00\x00\x00" || string(a["lit"]) != "\x00\x00\x00\x00" {
+		t.Fatalf("not zeroed: %q", a)
+	}
+	t.Setenv("SL_TEST_ROT", "two")
+	b, err := r.Fetch(context.Background(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b["pw"]) != "two" {
+		t.Errorf("rotation not seen: %q", b["pw"])
+	}
+	if string(b["lit"]) != "keep" {
+		t.Errorf("zeroing a fetched literal changed the config's value: %q", b["lit"])
+	}
+}
+
+func TestFileHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := (File{}).Get(ctx, "/etc/hostname"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}
