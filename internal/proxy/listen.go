@@ -26,7 +26,7 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 	case "tcp":
 		l, err := net.Listen("tcp", addr.Address)
 		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+			return nil, fmt.Errorf("listen on %s: %w", addr, unwrapOp(err))
 		}
 		return l, nil
 	case "unix":
@@ -48,7 +48,7 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 		syscall.Umask(old)
 		umaskMu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+			return nil, fmt.Errorf("listen on %s: %w", addr, unwrapOp(err))
 		}
 		if err := os.Chmod(addr.Address, mode.Perm()); err != nil {
 			_ = l.Close()
@@ -57,4 +57,17 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("listen on %s: unsupported network %q", addr, addr.Network)
+}
+
+// unwrapOp drops the *net.OpError wrapper, whose text repeats the address.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		var sys *os.SyscallError
+		if errors.As(op.Err, &sys) {
+			return sys.Err
+		}
+		return op.Err
+	}
+	return err
 }

@@ -1,0 +1,269 @@
+// Package cli implements the secretless-broker command line: flag parsing,
+// subcommands and exit codes. It holds no broker logic of its own.
+//
+// Exit codes: 0 success (including a clean shutdown after SIGINT/SIGTERM);
+// 1 the broker could not start or a check failed (bad config, bad plugin,
+// listener or health address unavailable); 2 bad command-line usage.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/secretless-broker/secretless-broker/internal/broker"
+	"github.com/secretless-broker/secretless-broker/internal/config"
+	"github.com/secretless-broker/secretless-broker/internal/logging"
+	"github.com/secretless-broker/secretless-broker/internal/plugins"
+	"github.com/secretless-broker/secretless-broker/sdk"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
+var Version = "dev"
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// DefaultPluginDir is where plugins are looked for when -p is not given.
+const DefaultPluginDir = "/usr/local/lib/secretless"
+
+const usage = `secretless-broker: connect applications to databases and services without giving them secrets.
+
+Usage:
+  secretless-broker [-f FILE] [-p DIR] [-s FILE] [-debug] [-health-addr ADDR]
+      run the broker
+  secretless-broker validate [-f FILE] [-p DIR -s FILE]
+      check a config file (and, with -p/-s, that plugin connectors exist), then exit
+  secretless-broker plugins sum DIR
+      print sha256sum-format lines for the plugin files in DIR
+  secretless-broker plugins verify [-p DIR] -s FILE
+      run every start-up check on the plugins that does not execute plugin code
+  secretless-broker version
+      print the broker, Go and plugin API versions
+
+Flags (one or two dashes):
+  -f FILE             config file (default: ./secretless.yml, then ~/.secretless.yml,
+                      then /etc/secretless.yml)
+  -p DIR              plugin directory (default /usr/local/lib/secretless)
+  -s FILE             sha256sum-format checksum file; every .so in DIR must be listed
+                      with its digest, and nothing else may be in DIR. Without -s,
+                      plugins load unverified (a warning is logged).
+  -debug              debug logging
+  -health-addr ADDR   health server address serving /live and /ready
+                      (default :5335; "" disables it)
+  -shutdown-timeout D how long open connections may continue after SIGINT/SIGTERM
+                      (default 30s)
+  -version            same as "version"
+
+Plugins:
+  go build -buildmode=plugin -o=/path/to/plugins/my-plugin.so /path/to/my/plugin/files/
+  sha256sum /path/to/plugins/* > PLUGINS_SHA256SUM.txt
+  secretless-broker -p /path/to/plugins/ -s PLUGINS_SHA256SUM.txt
+Build plugins with the same Go version, flags and module versions as the broker.
+An unexpected, missing, modified, duplicated or incompatible plugin stops the broker
+before any plugin code runs and before any listener opens.
+
+Exit status: 0 success or clean shutdown; 1 could not start or check failed; 2 usage error.
+`
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			return printVersion(stdout)
+		case "validate":
+			return validate(args[1:], stdout, stderr)
+		case "plugins":
+			return pluginsCmd(args[1:], stdout, stderr)
+		case "help":
+			fmt.Fprint(stdout, usage)
+			return ExitOK
+		}
+	}
+	return run(args, stdout, stderr)
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	return fs
+}
+
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "secretless-broker: %v\n", err)
+	return ExitFailure
+}
+
+func usageErr(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "secretless-broker: "+format+"\nRun \"secretless-broker -help\" for usage.\n", args...)
+	return ExitUsage
+}
+
+func printVersion(w io.Writer) int {
+	fmt.Fprintf(w, "secretless-broker %s\ngo %s %s/%s\nplugin API %s\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH, sdk.PluginAPIVersion)
+	return ExitOK
+}
+
+func configFile(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	return config.Find()
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("secretless-broker", stderr)
+	cfgFile := fs.String("f", "", "config file")
+	pluginDir := fs.String("p", DefaultPluginDir, "plugin directory")
+	sumFile := fs.String("s", "", "plugin checksum file")
+	debug := fs.Bool("debug", false, "debug logging")
+	showVersion := fs.Bool("version", false, "print version")
+	healthAddr := fs.String("health-addr", ":5335", "health server address")
+	grace := fs.Duration("shutdown-timeout", broker.DefaultShutdownTimeout, "shutdown grace period")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	if *showVersion {
+		return printVersion(stdout)
+	}
+	if fs.NArg() > 0 {
+		return usageErr(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	file, err := configFile(*cfgFile)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	log := logging.New(stderr, *debug)
+	log.Debug("starting secretless-broker", "version", Version, "go", runtime.Version(), "config", file)
+	b, err := broker.Prepare(broker.Options{
+		ConfigFile: file, PluginDir: *pluginDir, ChecksumFile: *sumFile,
+		HealthAddr: *healthAddr, ShutdownTimeout: *grace, Logger: log,
+	})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if err := b.Start(); err != nil {
+		return fail(stderr, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := b.Serve(ctx); err != nil {
+		return fail(stderr, err)
+	}
+	return ExitOK
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("validate", stderr)
+	cfgFile := fs.String("f", "", "config file")
+	pluginDir := fs.String("p", "", "plugin directory")
+	sumFile := fs.String("s", "", "plugin checksum file")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		return usageErr(stderr, "validate: unexpected argument %q", fs.Arg(0))
+	}
+	file, err := configFile(*cfgFile)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	cfg, err := broker.LoadConfig(file, nil)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	var loaded []plugins.Plugin
+	checkPlugins := *pluginDir != "" || *sumFile != ""
+	if checkPlugins {
+		dir := *pluginDir
+		if dir == "" {
+			dir = DefaultPluginDir
+		}
+		log := logging.New(io.Discard, false)
+		if loaded, err = plugins.Load(plugins.Options{Dir: dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(), Logger: log}); err != nil {
+			return fail(stderr, err)
+		}
+	}
+	reg, err := broker.NewRegistry(loaded)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if !checkPlugins {
+		// Without plugins, a connector that is not built in cannot be checked.
+		var unchecked []string
+		for _, s := range cfg.Services {
+			if _, ok := reg.Lookup(s.Connector); !ok {
+				unchecked = append(unchecked, fmt.Sprintf("%s (service %s)", s.Connector, s.Name))
+			}
+		}
+		if len(unchecked) > 0 {
+			fmt.Fprintf(stderr, "note: not built in, so not checked (pass -p DIR -s FILE to check plugin connectors): %s\n", strings.Join(unchecked, ", "))
+			fmt.Fprintf(stdout, "%s: ok (%d services)\n", file, len(cfg.Services))
+			return ExitOK
+		}
+	}
+	if err := broker.CheckConnectors(cfg, reg); err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d services)\n", file, len(cfg.Services))
+	return ExitOK
+}
+
+func pluginsCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageErr(stderr, "plugins: want \"plugins sum DIR\" or \"plugins verify -p DIR -s FILE\"")
+	}
+	switch args[0] {
+	case "sum":
+		if len(args) != 2 {
+			return usageErr(stderr, "plugins sum: want exactly one directory")
+		}
+		out, err := plugins.Sum(args[1])
+		if err != nil {
+			return fail(stderr, err)
+		}
+		fmt.Fprint(stdout, out)
+		return ExitOK
+	case "verify":
+		fs := newFlagSet("plugins verify", stderr)
+		dir := fs.String("p", DefaultPluginDir, "plugin directory")
+		sumFile := fs.String("s", "", "plugin checksum file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return ExitUsage
+		}
+		if *sumFile == "" {
+			return usageErr(stderr, "plugins verify: -s FILE is required")
+		}
+		res, err := plugins.Verify(plugins.Options{Dir: *dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(),
+			Logger: logging.New(io.Discard, false)})
+		for _, p := range res {
+			fmt.Fprintf(stdout, "ok      %s  sha256:%s\n", p.File, p.Digest)
+		}
+		if err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(stdout, "FAILED  %s\n", line)
+			}
+			fmt.Fprintln(stderr, "secretless-broker: plugin verification failed")
+			return ExitFailure
+		}
+		fmt.Fprintf(stdout, "%d plugin(s) verified\n", len(res))
+		return ExitOK
+	}
+	return usageErr(stderr, "plugins: unknown subcommand %q", args[0])
+}

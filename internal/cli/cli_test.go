@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runMain(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, name, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		wantOut string
+		wantErr string
+	}{
+		{"version word", []string{"version"}, ExitOK, "plugin API 0.1.0", ""},
+		{"version flag", []string{"-version"}, ExitOK, "go go1.", ""},
+		{"version double dash", []string{"--version"}, ExitOK, "secretless-broker dev", ""},
+		{"help", []string{"--help"}, ExitOK, "", "Usage:"},
+		{"help word", []string{"help"}, ExitOK, "plugins verify", ""},
+		{"bad flag", []string{"-nope"}, ExitUsage, "", "flag provided but not defined: -nope"},
+		{"stray argument", []string{"-f", "x.yml", "extra"}, ExitUsage, "", `unexpected argument "extra"`},
+		{"plugins without subcommand", []string{"plugins"}, ExitUsage, "", "plugins sum DIR"},
+		{"plugins unknown", []string{"plugins", "frob"}, ExitUsage, "", `unknown subcommand "frob"`},
+		{"verify without -s", []string{"plugins", "verify", "-p", "/tmp"}, ExitUsage, "", "-s FILE is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runMain(t, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.wantOut) || !strings.Contains(errs, tt.wantErr) {
+				t.Fatalf("code %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, out, errs)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      password: {from: env, get: X}\n")
+	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
+	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
+	emptyDir := t.TempDir()
+	sums := writeFile(t, "sums.txt", "")
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		wantOut string
+		wantErr string
+	}{
+		{"good", []string{"validate", "-f", good}, ExitOK, "ok (1 services)", ""},
+		{"bad port", []string{"validate", "-f", bad}, ExitFailure, "", "bad.yml:5: services.db.listenOn: port 99999 out of range"},
+		{"missing file", []string{"validate", "-f", filepath.Join(emptyDir, "none.yml")}, ExitFailure, "", "none.yml: no such file"},
+		{"plugin connector unchecked without -p", []string{"validate", "-f", plugin}, ExitOK, "ok", "not built in, so not checked"},
+		{"plugin connector missing with -p", []string{"validate", "-f", plugin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `plugin.yml:4: services.r.connector: unknown connector "redis"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runMain(t, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.wantOut) || !strings.Contains(errs, tt.wantErr) {
+				t.Fatalf("code %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, out, errs)
+			}
+		})
+	}
+}
+
+func TestStartupFailures(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfgOn := func(addr string) string {
+		return writeFile(t, "s.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://"+addr+"\n")
+	}
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	noPlugins := t.TempDir()
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"listener in use", []string{"-f", cfgOn(busy.Addr().String()), "-p", noPlugins, "-health-addr", ""}, "service db: listen on tcp://" + busy.Addr().String() + ": address already in use"},
+		{"health address in use", []string{"-f", cfgOn(free()), "-p", noPlugins, "-health-addr", busy.Addr().String()}, "health server: listen on " + busy.Addr().String()},
+		{"checksum file without plugin dir", []string{"-f", cfgOn(free()), "-p", filepath.Join(noPlugins, "nope"), "-s", writeFile(t, "s.txt", ""), "-health-addr", ""}, "nope"},
+		{"config not found", []string{"-f", filepath.Join(noPlugins, "absent.yml")}, "absent.yml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := runMain(t, tt.args...)
+			if code != ExitFailure || !strings.Contains(errs, tt.wantErr) {
+				t.Fatalf("code %d\nstderr: %s\nwant: %s", code, errs, tt.wantErr)
+			}
+			if n := strings.Count(strings.TrimSpace(errs), "\n"); n != 0 {
+				t.Errorf("want one message on stderr, got %d lines:\n%s", n+1, errs)
+			}
+		})
+	}
+}
