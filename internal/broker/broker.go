@@ -106,11 +106,19 @@ func BuiltinIDs() []string {
 }
 
 // CheckConnectors reports every service whose connector is unknown or
-// cannot serve it, and every config block its connector rejects.
-func CheckConnectors(cfg *config.Config, reg *registry.Registry) error {
-	var problems []config.Problem
+// cannot serve it, every config block its connector rejects, and listen
+// addresses that collide. With allowUnknown, connectors that are not
+// registered are skipped (validate without -p cannot know plugin ids).
+func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bool) error {
+	problems := config.CheckAddresses(cfg, func(id string) bool {
+		e, ok := reg.Lookup(id)
+		return ok && e.Type == sdk.TypeHTTPConnector
+	})
 	for _, s := range cfg.Services {
 		e, ok := reg.Lookup(s.Connector)
+		if !ok && allowUnknown {
+			continue
+		}
 		if !ok {
 			problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q (known: %s; plugin connectors need -p DIR)", s.Connector, knownList(reg.IDs())))
 			continue
@@ -172,7 +180,7 @@ func Prepare(opts Options) (*Broker, error) {
 	if b.reg, err = NewRegistry(loaded); err != nil {
 		return nil, err
 	}
-	if err := CheckConnectors(cfg, b.reg); err != nil {
+	if err := CheckConnectors(cfg, b.reg, false); err != nil {
 		return nil, err
 	}
 	for _, s := range cfg.Services {

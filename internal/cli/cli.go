@@ -214,11 +214,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		}
 		if len(unchecked) > 0 {
 			fmt.Fprintf(stderr, "note: not built in, so not checked (pass -p DIR -s FILE to check plugin connectors): %s\n", strings.Join(unchecked, ", "))
-			fmt.Fprintf(stdout, "%s: ok (%d services)\n", file, len(cfg.Services))
-			return ExitOK
 		}
 	}
-	if err := broker.CheckConnectors(cfg, reg); err != nil {
+	if err := broker.CheckConnectors(cfg, reg, !checkPlugins); err != nil {
 		return fail(stderr, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services)\n", file, len(cfg.Services))

@@ -17,8 +17,8 @@
 //	      anything: here
 //
 // Every problem found is reported, each as "FILE:LINE: KEY.PATH: message".
-// Connector ids are checked later, by CheckConnectors, once plugins are
-// loaded.
+// Connector ids and address collisions are checked later, once plugins are
+// loaded (see CheckAddresses), but still before any listener opens.
 package config
 
 import (
@@ -221,7 +221,6 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 	} else if len(cfg.Services) == 0 && len(p.problems) == 0 {
 		p.addf(root, "services", "no services defined")
 	}
-	p.checkAddresses(cfg.Services)
 	if len(p.problems) > 0 {
 		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].Line < p.problems[j].Line })
 		return nil, &Error{Problems: p.problems}
@@ -465,16 +464,29 @@ func conflicts(a, b Address) bool {
 	return ha == hb || wild(ha) || wild(hb)
 }
 
-func (p *parser) checkAddresses(svcs []Service) {
+// CheckAddresses reports services whose listen addresses collide. Services
+// whose connectors are HTTP connectors (shared reports which) may share one
+// exact address: one forward proxy serves them and routes by URL. Parse cannot
+// know connector types (plugins load later), so the broker calls this once
+// connectors are registered, still before any listener opens.
+func CheckAddresses(cfg *Config, shared func(connector string) bool) []Problem {
+	var out []Problem
+	svcs := cfg.Services
 	for i := range svcs {
 		for j := 0; j < i; j++ {
-			if conflicts(svcs[i].ListenOn, svcs[j].ListenOn) {
-				p.problems = append(p.problems, Problem{File: p.file, Line: svcs[i].line,
-					Path: "services." + svcs[i].Name + ".listenOn",
-					Msg:  fmt.Sprintf("address %s is also used by service %q", svcs[i].ListenOn, svcs[j].Name)})
+			a, b := svcs[i], svcs[j]
+			if !conflicts(a.ListenOn, b.ListenOn) {
+				continue
 			}
+			if a.ListenOn.Address == b.ListenOn.Address && shared(a.Connector) && shared(b.Connector) {
+				continue
+			}
+			out = append(out, Problem{File: cfg.File, Line: a.line, Path: "services." + a.Name + ".listenOn",
+				Msg: fmt.Sprintf("address %s is also used by service %q", a.ListenOn, b.Name)})
+			break
 		}
 	}
+	return out
 }
 
 // ConnectorProblem builds the error for a service whose connector is unknown

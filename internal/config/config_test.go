@@ -108,12 +108,6 @@ func TestParseErrors(t *testing.T) {
 		{"null credential", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n"), []string{"services.svc.credentials.password: has no value"}},
 		{"credentials list", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials: [a]\n"), []string{"services.svc.credentials: must be a mapping"}},
 		{"service not mapping", "version: 2\nservices:\n  svc: pg\n", []string{"services.svc: must be a mapping"}},
-		{"same address", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n",
-			[]string{"c.yml:6: services.b.listenOn: address tcp://127.0.0.1:5432 is also used by service \"a\""}},
-		{"wildcard overlaps", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://0.0.0.0:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n",
-			[]string{"services.b.listenOn: address"}},
-		{"same socket", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: unix:///tmp/s\n  b:\n    connector: pg\n    listenOn: unix:///tmp//s\n",
-			[]string{"services.b.listenOn: address"}},
 		{"two documents", good + "---\nversion: 2\n", []string{"more than one YAML document"}},
 		{"every problem reported", svc("    connector: pg\n    listenOn: tcp://:99999\n    bogus: 1\n"), []string{"services.svc.listenOn: port 99999", "services.svc.bogus: unknown key"}},
 	}
@@ -136,10 +130,42 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-func TestDistinctAddressesAccepted(t *testing.T) {
-	in := "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5432\n  b:\n    connector: pg\n    listenOn: tcp://127.0.0.2:5432\n  c:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5433\n"
-	if _, err := Parse("c.yml", []byte(in), testProviders{}); err != nil {
-		t.Fatal(err)
+func TestCheckAddresses(t *testing.T) {
+	two := func(conn, a, b string) string {
+		return "version: 2\nservices:\n  a:\n    connector: " + conn + "\n    listenOn: " + a + "\n  b:\n    connector: " + conn + "\n    listenOn: " + b + "\n"
+	}
+	httpIDs := func(c string) bool { return c == "basic_auth" }
+	tests := []struct {
+		name string
+		in   string
+		want string // "" means no problem
+	}{
+		{"same address", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.1:5432"), `c.yml:6: services.b.listenOn: address tcp://127.0.0.1:5432 is also used by service "a"`},
+		{"wildcard overlaps", two("pg", "tcp://0.0.0.0:5432", "tcp://127.0.0.1:5432"), "services.b.listenOn: address"},
+		{"empty host overlaps", two("pg", "tcp://:5432", "tcp://[::1]:5432"), "services.b.listenOn: address"},
+		{"same socket", two("pg", "unix:///tmp/s", "unix:///tmp//s"), "services.b.listenOn: address"},
+		{"other host", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.2:5432"), ""},
+		{"other port", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.1:5433"), ""},
+		{"http services share", two("basic_auth", "tcp://127.0.0.1:8080", "tcp://127.0.0.1:8080"), ""},
+		{"http services on overlapping but different addresses", two("basic_auth", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:8080"), "services.b.listenOn: address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("c.yml", []byte(tt.in), testProviders{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			probs := CheckAddresses(cfg, httpIDs)
+			if tt.want == "" {
+				if len(probs) != 0 {
+					t.Fatalf("unexpected problems: %v", probs)
+				}
+				return
+			}
+			if len(probs) != 1 || !strings.Contains(probs[0].Error(), tt.want) {
+				t.Fatalf("problems %v, want one containing %q", probs, tt.want)
+			}
+		})
 	}
 }
 
