@@ -1,0 +1,240 @@
+package pg
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults of the config block.
+const (
+	defaultConnectTimeout   = 5 * time.Second
+	defaultHandshakeTimeout = 30 * time.Second
+	defaultSCRAMCacheSize   = 64
+)
+
+// rawConfig is the YAML shape of a service's config block.
+type rawConfig struct {
+	TLS              *rawTLS `yaml:"tls"`
+	ConnectTimeout   string  `yaml:"connectTimeout"`
+	HandshakeTimeout string  `yaml:"handshakeTimeout"`
+	SCRAMCacheSize   *int    `yaml:"scramCacheSize"`
+}
+
+type rawTLS struct {
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	Require    bool   `yaml:"require"`
+	MinVersion string `yaml:"minVersion"`
+}
+
+// allowedKeys lists the keys of each mapping of the config block, so that an
+// unknown key is reported with its full path.
+var allowedKeys = map[string][]string{
+	"":    {"tls", "connectTimeout", "handshakeTimeout", "scramCacheSize"},
+	"tls": {"cert", "key", "require", "minVersion"},
+}
+
+// config is a validated config block.
+type config struct {
+	clientTLS        *tls.Config // nil: TLS is not offered to clients
+	requireTLS       bool
+	connectTimeout   time.Duration
+	handshakeTimeout time.Duration
+	scramCacheSize   int
+}
+
+// configError names the offending key of the config block.
+type configError struct {
+	key string
+	err error
+}
+
+func (e *configError) Error() string { return "config." + e.key + ": " + e.err.Error() }
+func (e *configError) Unwrap() []error {
+	return []error{ErrConfig, e.err}
+}
+
+func keyErr(key string, format string, args ...any) error {
+	return &configError{key: key, err: fmt.Errorf(format, args...)}
+}
+
+// parseConfig decodes and validates a config block; nil or empty bytes
+// give the defaults.
+func parseConfig(b []byte) (*config, error) {
+	cfg := &config{
+		connectTimeout:   defaultConnectTimeout,
+		handshakeTimeout: defaultHandshakeTimeout,
+		scramCacheSize:   defaultSCRAMCacheSize,
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return cfg, nil
+	}
+	var node yaml.Node
+	if err := yaml.Unmarshal(b, &node); err != nil {
+		return nil, fmt.Errorf("%w: config: %w", ErrConfig, err)
+	}
+	if err := checkKeys(&node, ""); err != nil {
+		return nil, err
+	}
+	var raw rawConfig
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%w: config: %w", ErrConfig, err)
+	}
+	var err error
+	if raw.ConnectTimeout != "" {
+		if cfg.connectTimeout, err = parsePositiveDuration(raw.ConnectTimeout); err != nil {
+			return nil, keyErr("connectTimeout", "%w", err)
+		}
+	}
+	if raw.HandshakeTimeout != "" {
+		if cfg.handshakeTimeout, err = parsePositiveDuration(raw.HandshakeTimeout); err != nil {
+			return nil, keyErr("handshakeTimeout", "%w", err)
+		}
+	}
+	if raw.SCRAMCacheSize != nil {
+		if *raw.SCRAMCacheSize < 0 {
+			return nil, keyErr("scramCacheSize", "must be 0 (disabled) or more, got %d", *raw.SCRAMCacheSize)
+		}
+		cfg.scramCacheSize = *raw.SCRAMCacheSize
+	}
+	if raw.TLS != nil {
+		if cfg.clientTLS, err = clientTLSConfig(raw.TLS); err != nil {
+			return nil, err
+		}
+		cfg.requireTLS = raw.TLS.Require
+	}
+	return cfg, nil
+}
+
+func parsePositiveDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("not a duration (like 5s or 1m): %q", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("must be positive, got %s", s)
+	}
+	return d, nil
+}
+
+// checkKeys reports the first key of a mapping that is not allowed, with
+// its dotted path.
+func checkKeys(n *yaml.Node, path string) error {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		return checkKeys(n.Content[0], path)
+	}
+	allowed, ok := allowedKeys[path]
+	if !ok {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		if path == "" {
+			return fmt.Errorf("%w: config: must be a mapping", ErrConfig)
+		}
+		return keyErr(path, "must be a mapping")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		full := k
+		if path != "" {
+			full = path + "." + k
+		}
+		known := false
+		for _, a := range allowed {
+			if a == k {
+				known = true
+				break
+			}
+		}
+		if !known {
+			sorted := append([]string(nil), allowed...)
+			sort.Strings(sorted)
+			return keyErr(full, "unknown key (line %d); known keys here: %s", n.Content[i].Line, strings.Join(sorted, ", "))
+		}
+		if err := checkKeys(n.Content[i+1], full); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clientTLSConfig builds the TLS configuration offered to clients.
+func clientTLSConfig(raw *rawTLS) (*tls.Config, error) {
+	if raw.Cert == "" {
+		return nil, keyErr("tls.cert", "required when tls is set (PEM contents or a file path)")
+	}
+	if raw.Key == "" {
+		return nil, keyErr("tls.key", "required when tls is set (PEM contents or a file path)")
+	}
+	certPEM, err := pemOrFile([]byte(raw.Cert))
+	if err != nil {
+		return nil, keyErr("tls.cert", "%w", err)
+	}
+	keyPEM, err := pemOrFile([]byte(raw.Key))
+	if err != nil {
+		return nil, keyErr("tls.key", "%w", err)
+	}
+	defer clear(keyPEM)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, keyErr("tls.cert", "with tls.key: %w", err)
+	}
+	conf := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// libpq 17 offers ALPN "postgresql"; with direct TLS it is required.
+		NextProtos: []string{alpnPostgres},
+	}
+	switch raw.MinVersion {
+	case "", "1.2":
+	case "1.3":
+		conf.MinVersion = tls.VersionTLS13
+	default:
+		return nil, keyErr("tls.minVersion", "must be \"1.2\" or \"1.3\", got %q", raw.MinVersion)
+	}
+	return conf, nil
+}
+
+const alpnPostgres = "postgresql"
+
+// pemMarker tells PEM contents from a file path.
+var pemMarker = []byte("-----BEGIN")
+
+// pemOrFile returns v itself when it contains PEM data (the "-----BEGIN"
+// marker), and otherwise reads the file that v names (surrounding
+// whitespace trimmed). The result may hold a private key: callers zero it.
+func pemOrFile(v []byte) ([]byte, error) {
+	if bytes.Contains(v, pemMarker) {
+		return bytes.Clone(v), nil
+	}
+	path := strings.TrimSpace(string(v))
+	if path == "" {
+		return nil, errors.New("empty value")
+	}
+	if len(path) > 4096 || strings.ContainsAny(path, "\n\r") {
+		// Probably PEM contents with a damaged header: never echo it.
+		return nil, fmt.Errorf("neither PEM contents (no %q marker) nor a file path", pemMarker)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("neither PEM contents (no %q marker) nor a readable file: %w", pemMarker, err)
+	}
+	if !bytes.Contains(b, pemMarker) {
+		clear(b)
+		return nil, fmt.Errorf("file %s holds no PEM data", path)
+	}
+	return b, nil
+}

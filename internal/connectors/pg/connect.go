@@ -1,0 +1,616 @@
+package pg
+
+// The connection state machine: client-facing startup (encryption requests,
+// direct TLS, CancelRequest, StartupMessage), then the server-facing
+// startup (TLS per sslmode, authentication), then the hand-over to the
+// relay. Wire encoding and decoding is in codec.go.
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/secretless-broker/secretless-broker/internal/relay"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// errorWriteTimeout bounds the writing of a final ErrorResponse.
+const errorWriteTimeout = time.Second
+
+// session is the state of one Connect call.
+type session struct {
+	c        *pgConnector
+	raw      net.Conn    // the client's socket, as accepted
+	client   net.Conn    // raw, or the TLS connection on top of it
+	sw       *switchConn // transport under client when it is TLS
+	deadline time.Time
+	password []byte // aliases the credential, for scrubbing messages
+}
+
+// Connect implements tcp.Connector.
+func (c *pgConnector) Connect(clientConn net.Conn, creds connector.CredentialValuesByID) (net.Conn, error) {
+	s := &session{
+		c:        c,
+		raw:      clientConn,
+		client:   clientConn,
+		deadline: time.Now().Add(c.cfg.handshakeTimeout),
+		password: creds[credPassword],
+	}
+	_ = clientConn.SetDeadline(s.deadline)
+	conn, err := s.run(creds)
+	if err != nil {
+		s.reportToClient(err)
+		return nil, s.scrub(err)
+	}
+	return conn, nil
+}
+
+// run performs the whole startup and returns the connection to relay.
+func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
+	if s.c.cfgErr != nil {
+		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's configuration of this service is invalid", s.c.cfgErr)
+	}
+	pkt, err := s.readClientStartup()
+	if err != nil {
+		return nil, err
+	}
+	if pkt.kind == kindCancelRequest {
+		return s.cancel(pkt), nil
+	}
+	if pkt.major() != 3 {
+		return nil, newError(ErrClientProtocol, codeFeatureNotSupported,
+			fmt.Sprintf(unsupportedProtocolFormat, pkt.major(), pkt.minor()), nil)
+	}
+	if s.c.cfg.requireTLS && s.sw == nil {
+		return nil, newError(ErrClientTLSRequired, codeInvalidAuthSpec,
+			"this service accepts only TLS connections: connect with sslmode=require", nil)
+	}
+	t, err := parseCredentials(creds)
+	if err != nil {
+		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's credentials for this service are incomplete or invalid", err)
+	}
+	startup, err := encodeStartup(pkt.version, startupParams(pkt.params, t))
+	if err != nil {
+		return nil, newError(ErrClientProtocol, codeProtocolViolation, "invalid startup parameter", err)
+	}
+	up, err := s.connectServer(t, startup)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.client.Write(up.forward); err != nil {
+		_ = up.conn.Close()
+		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
+	}
+	s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
+		s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
+
+	tc := &targetConn{Conn: up.conn, pending: up.rd.buffered()}
+	if up.keyData != nil {
+		ct := &cancelTarget{network: t.network, addr: t.addr}
+		if up.tls {
+			ct.tlsConf = cancelTLSConfig(t.tlsConf)
+		}
+		tc.onClose = s.c.cancels.add(up.keyData.ProcessID, up.keyData.SecretKey, ct)
+	}
+	_ = up.conn.SetDeadline(time.Time{})
+	_ = s.raw.SetDeadline(time.Time{})
+	if s.sw == nil {
+		return tc, nil
+	}
+	// TLS to the client: the broker relays the raw socket to one end of a
+	// pipe, and we relay the decrypted stream from the other end.
+	inner, outer := net.Pipe()
+	s.sw.switchTo(inner)
+	go relay.Pipe(s.client, tc)
+	return outer, nil
+}
+
+// startupParams builds the parameters sent to the server: the client's,
+// minus user (from the credentials), with database from the credentials
+// when set, the client's otherwise, and the user name when neither is set
+// (the server's own default), plus every extra credential (which wins over
+// the client's value of the same name).
+func startupParams(client []param, t *target) []param {
+	out := make([]param, 0, len(client)+len(t.extra)+2)
+	out = append(out, param{"user", t.username})
+	db := t.database
+	overridden := map[string]bool{"user": true, "database": true}
+	for _, p := range t.extra {
+		overridden[p.key] = true
+	}
+	for _, p := range client {
+		if p.key == "database" && db == "" {
+			db = p.value
+		}
+		if !overridden[p.key] {
+			out = append(out, p)
+		}
+	}
+	if db == "" {
+		db = t.username
+	}
+	out = append(out, param{"database", db})
+	return append(out, t.extra...)
+}
+
+// readClientStartup reads the client's packets up to its StartupMessage or
+// CancelRequest, answering SSLRequest and GSSENCRequest on the way.
+func (s *session) readClientStartup() (*startupPacket, error) {
+	var sslAnswered, gssAnswered bool
+	for first := true; ; first = false {
+		var hdr [4]byte
+		if _, err := io.ReadFull(s.client, hdr[:]); err != nil {
+			e := newError(ErrClientProtocol, "", "no startup packet from the client", err)
+			return nil, e
+		}
+		if first && isTLSClientHello(hdr[:]) {
+			if err := s.directTLS(hdr[:]); err != nil {
+				return nil, err
+			}
+			sslAnswered = true
+			continue
+		}
+		pkt, err := readStartupPacket(s.client, hdr[:])
+		if err != nil {
+			msg := "invalid startup packet"
+			if errors.Is(err, errBadLength) {
+				msg = "invalid length of startup packet"
+			}
+			return nil, newError(ErrClientProtocol, codeProtocolViolation, msg, err)
+		}
+		switch pkt.kind {
+		case kindSSLRequest, kindGSSEncRequest:
+			if s.sw != nil || (pkt.kind == kindSSLRequest && sslAnswered) || (pkt.kind == kindGSSEncRequest && gssAnswered) {
+				return nil, newError(ErrClientProtocol, codeProtocolViolation, "unexpected encryption request", nil)
+			}
+			if hasPendingData(s.raw) {
+				return nil, newError(ErrClientProtocol, codeProtocolViolation, "received unencrypted data after SSL request",
+					errors.New("possible man-in-the-middle attack"))
+			}
+			if pkt.kind == kindGSSEncRequest {
+				gssAnswered = true
+				if _, err := s.raw.Write([]byte{'N'}); err != nil {
+					return nil, newError(ErrClientProtocol, "", "client went away", err)
+				}
+				continue
+			}
+			sslAnswered = true
+			if s.c.cfg.clientTLS == nil {
+				if _, err := s.raw.Write([]byte{'N'}); err != nil {
+					return nil, newError(ErrClientProtocol, "", "client went away", err)
+				}
+				continue
+			}
+			if _, err := s.raw.Write([]byte{'S'}); err != nil {
+				return nil, newError(ErrClientProtocol, "", "client went away", err)
+			}
+			if err := s.startClientTLS(nil, false); err != nil {
+				return nil, err
+			}
+		case kindUnknownRequest:
+			return nil, newError(ErrClientProtocol, codeFeatureNotSupported,
+				fmt.Sprintf(unsupportedProtocolFormat, pkt.major(), pkt.minor()), nil)
+		default:
+			return pkt, nil
+		}
+	}
+}
+
+// directTLS handles a client that starts with a TLS ClientHello
+// (PostgreSQL 17's sslnegotiation=direct). hdr holds the bytes already read.
+func (s *session) directTLS(hdr []byte) error {
+	if s.c.cfg.clientTLS == nil {
+		_, _ = s.raw.Write(tlsAlertHandshakeFailure)
+		return newError(ErrClientTLS, "", "direct TLS connection refused: this service does not offer TLS to clients", nil)
+	}
+	return s.startClientTLS(bytes.Clone(hdr), true)
+}
+
+// startClientTLS runs the client-facing TLS handshake.
+func (s *session) startClientTLS(prefix []byte, direct bool) error {
+	s.sw = &switchConn{Conn: s.raw, prefix: prefix}
+	tc := tls.Server(s.sw, s.c.cfg.clientTLS)
+	if err := tc.Handshake(); err != nil {
+		s.sw = nil
+		return newError(ErrClientTLS, "", "TLS handshake with the client failed", err)
+	}
+	s.client = tc
+	if direct && tc.ConnectionState().NegotiatedProtocol != alpnPostgres {
+		return newError(ErrClientTLS, codeProtocolViolation,
+			"direct SSL connection was established without ALPN protocol negotiation extension", nil)
+	}
+	return nil
+}
+
+// cancel forwards a CancelRequest to the server of the session it names.
+func (s *session) cancel(pkt *startupPacket) net.Conn {
+	done := finishedConn{local: s.raw.LocalAddr(), remote: s.raw.RemoteAddr()}
+	t := s.c.cancels.lookup(pkt.cancel.ProcessID, pkt.cancel.SecretKey)
+	if t == nil {
+		s.c.logger.Debugf("pg: cancel request from %s for process %d: %v", s.raw.RemoteAddr(), pkt.cancel.ProcessID, errCancelUnknownKey)
+		return done
+	}
+	if err := forwardCancel(t, pkt.raw, s.c.cfg.connectTimeout); err != nil {
+		s.c.logger.Warnf("pg: forwarding cancel request for process %d to %s: %v", pkt.cancel.ProcessID, t.addr, err)
+		return done
+	}
+	s.c.logger.Debugf("pg: forwarded cancel request for process %d to %s", pkt.cancel.ProcessID, t.addr)
+	return done
+}
+
+// reportToClient sends the failure to the client as one ErrorResponse.
+func (s *session) reportToClient(err error) {
+	var ce *connError
+	if !errors.As(err, &ce) || (ce.code == "" && ce.raw == nil) {
+		return
+	}
+	msg := ce.raw
+	if msg == nil || s.containsPassword(msg) {
+		text := clientMessagePrefix + ce.msg
+		detail := ce.detail
+		if s.containsPassword([]byte(text)) || s.containsPassword([]byte(detail)) {
+			text, detail = clientMessagePrefix+"connection refused", ""
+		}
+		msg = errorResponse(ce.code, text, detail)
+	}
+	_ = s.client.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+	_, _ = s.client.Write(msg)
+}
+
+// containsPassword guards against a password appearing in any text: it is
+// never put there on purpose, this catches accidents. Very short passwords
+// would match ordinary text, so they are not checked.
+func (s *session) containsPassword(b []byte) bool {
+	return len(s.password) >= 4 && bytes.Contains(b, s.password)
+}
+
+// scrub makes sure the returned (logged) error does not reveal the password.
+func (s *session) scrub(err error) error {
+	if s.containsPassword([]byte(err.Error())) {
+		var ce *connError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("%w: %s (details withheld: they contained the password)", ce.kind, ce.msg)
+		}
+		return errors.New("pg: connection failed (details withheld: they contained the password)")
+	}
+	return err
+}
+
+// upstream is an authenticated server connection.
+type upstream struct {
+	conn    net.Conn
+	rd      *serverReader
+	forward []byte // server messages to relay to the client, in order
+	keyData *pgproto3.BackendKeyData
+	tls     bool
+	auth    string
+}
+
+// tlsAttempt says how one connection attempt negotiates TLS.
+type tlsAttempt int
+
+const (
+	tlsOff  tlsAttempt = iota // never ask
+	tlsTry                    // ask; continue in plaintext if the server says N
+	tlsMust                   // ask; fail if the server says N
+)
+
+// attempt plans implement libpq's sslmode fallbacks: allow tries plaintext
+// first and TLS if the server refuses the session; prefer tries TLS first
+// and plaintext if the handshake fails or the server refuses the session.
+func attemptPlan(m sslMode) []tlsAttempt {
+	switch m {
+	case sslDisable:
+		return []tlsAttempt{tlsOff}
+	case sslAllow:
+		return []tlsAttempt{tlsOff, tlsMust}
+	case sslPrefer:
+		return []tlsAttempt{tlsTry, tlsOff}
+	default:
+		return []tlsAttempt{tlsMust}
+	}
+}
+
+// retryable marks attempt failures after which the next attempt of the plan
+// may run (the server refused before authenticating us, or TLS failed).
+type retryable struct{ error }
+
+func (r retryable) Unwrap() error { return r.error }
+
+func (s *session) connectServer(t *target, startup []byte) (*upstream, error) {
+	plan := attemptPlan(t.sslmode)
+	var err error
+	for i, a := range plan {
+		var up *upstream
+		up, err = s.attempt(t, a, startup)
+		if err == nil {
+			return up, nil
+		}
+		var r retryable
+		if !errors.As(err, &r) {
+			return nil, err
+		}
+		err = r.error
+		if i+1 < len(plan) {
+			s.c.logger.Debugf("pg: sslmode %s: attempt %d failed, retrying: %v", t.sslmode, i+1, s.scrub(err))
+		}
+	}
+	return nil, err
+}
+
+// attempt opens one server connection and authenticates.
+func (s *session) attempt(t *target, a tlsAttempt, startup []byte) (*upstream, error) {
+	d := net.Dialer{Timeout: s.c.cfg.connectTimeout, Deadline: s.deadline}
+	conn, err := d.Dial(t.network, t.addr)
+	if err != nil {
+		return nil, newError(ErrTargetUnreachable, codeUnableToConnect, "could not connect to the PostgreSQL server", err)
+	}
+	_ = conn.SetDeadline(s.deadline)
+	up := &upstream{conn: conn}
+	fail := func(err error) (*upstream, error) {
+		_ = conn.Close()
+		return nil, err
+	}
+	if a != tlsOff {
+		tc, err := s.negotiateServerTLS(conn, t, a)
+		if err != nil {
+			return fail(err)
+		}
+		if tc != nil {
+			up.conn, up.tls = tc, true
+		}
+	}
+	if _, err := up.conn.Write(startup); err != nil {
+		return fail(newError(ErrTargetUnreachable, codeConnectionFailure, "lost the connection to the PostgreSQL server", err))
+	}
+	up.rd = newServerReader(up.conn)
+	if err := s.authenticate(up, t, a); err != nil {
+		return fail(err)
+	}
+	return up, nil
+}
+
+// negotiateServerTLS sends an SSLRequest and runs the TLS handshake. It
+// returns a nil conn when the server declined and plaintext is acceptable.
+func (s *session) negotiateServerTLS(conn net.Conn, t *target, a tlsAttempt) (net.Conn, error) {
+	if _, err := conn.Write(encodeRequest(sslRequestCode)); err != nil {
+		return nil, newError(ErrTargetUnreachable, codeConnectionFailure, "lost the connection to the PostgreSQL server", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return nil, newError(ErrTargetUnreachable, codeConnectionFailure, "the PostgreSQL server closed the connection during SSL negotiation", err)
+	}
+	switch b[0] {
+	case 'S':
+	case 'N':
+		if a == tlsMust {
+			return nil, newError(ErrTargetUnreachable, codeUnableToConnect,
+				fmt.Sprintf("the PostgreSQL server does not support SSL, but the service's sslmode %s requires it", t.sslmode), nil)
+		}
+		return nil, nil
+	case 'E':
+		// A server too old to know SSLRequest; it has closed the connection.
+		err := newError(ErrTargetUnreachable, codeUnableToConnect, "the PostgreSQL server rejected the SSL request", nil)
+		if a == tlsTry {
+			return nil, retryable{err}
+		}
+		return nil, err
+	default:
+		return nil, newError(ErrTargetProtocol, codeConnectionFailure,
+			"received invalid response to SSL negotiation from the PostgreSQL server", fmt.Errorf("byte %q", b[0]))
+	}
+	if hasPendingData(conn) {
+		return nil, newError(ErrTargetProtocol, codeConnectionFailure,
+			"received unencrypted data after SSL response from the PostgreSQL server",
+			errors.New("possible man-in-the-middle attack"))
+	}
+	tc := tls.Client(conn, t.tlsConf)
+	if err := tc.Handshake(); err != nil {
+		e := newError(ErrTargetUnreachable, codeUnableToConnect, "TLS handshake with the PostgreSQL server failed", err)
+		e.detail = tlsFailureDetail(err)
+		if a == tlsTry {
+			return nil, retryable{e}
+		}
+		return nil, e
+	}
+	return tc, nil
+}
+
+// tlsFailureDetail explains certificate verification failures to the
+// client; they only name certificates, which the client would see if it
+// connected directly.
+func tlsFailureDetail(err error) string {
+	var (
+		host    x509.HostnameError
+		unknown x509.UnknownAuthorityError
+		invalid x509.CertificateInvalidError
+		verify  *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &host):
+		return "server certificate verification failed: " + host.Error()
+	case errors.As(err, &unknown):
+		return "server certificate verification failed: " + unknown.Error()
+	case errors.As(err, &invalid):
+		return "server certificate verification failed: " + invalid.Error()
+	case errors.As(err, &verify):
+		return "server certificate verification failed"
+	}
+	return ""
+}
+
+// authenticate answers the server's authentication requests and reads its
+// messages up to ReadyForQuery, collecting those the client must see.
+func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
+	var (
+		sc       *scramClient
+		scramOK  bool
+		authOK   bool
+		authSeen bool
+	)
+	defer func() {
+		if sc != nil {
+			sc.zero()
+		}
+	}()
+	protoErr := func(format string, args ...any) error {
+		return newError(ErrTargetProtocol, codeConnectionFailure, "the PostgreSQL server broke the protocol during the startup",
+			fmt.Errorf(format, args...))
+	}
+	send := func(msg []byte) error {
+		_, err := up.conn.Write(msg)
+		clear(msg)
+		if err != nil {
+			return newError(ErrTargetUnreachable, codeConnectionFailure, "lost the connection to the PostgreSQL server", err)
+		}
+		return nil
+	}
+	for {
+		typ, body, raw, err := up.rd.next()
+		if err != nil {
+			if errors.Is(err, errServerMsgSize) {
+				return protoErr("%w", err)
+			}
+			return newError(ErrTargetUnreachable, codeConnectionFailure,
+				"the PostgreSQL server closed the connection during the startup", err)
+		}
+		msg, err := decodeBackend(typ, body)
+		if err != nil {
+			return protoErr("message %q: %w", typ, err)
+		}
+		if msg == nil {
+			return protoErr("unexpected message type %q", typ)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			e := &connError{
+				kind:  ErrServerRejected,
+				code:  m.Code,
+				msg:   m.Message,
+				cause: &ServerError{Severity: m.Severity, Code: m.Code, Message: m.Message, Detail: m.Detail},
+				raw:   bytes.Clone(raw),
+			}
+			// libpq's allow and prefer retry when the server refuses the
+			// session before authentication succeeds (e.g. pg_hba has only
+			// hostssl, or only hostnossl, lines for the user).
+			if !authOK && ((a == tlsOff && t.sslmode == sslAllow) || (a == tlsTry && up.tls)) {
+				return retryable{e}
+			}
+			return e
+		case *pgproto3.NoticeResponse:
+			up.forward = append(up.forward, raw...)
+		case *pgproto3.NegotiateProtocolVersion:
+			if authSeen {
+				return protoErr("NegotiateProtocolVersion after authentication started")
+			}
+			up.forward = append(up.forward, raw...)
+		case *pgproto3.AuthenticationOk:
+			if authOK {
+				return protoErr("second AuthenticationOk")
+			}
+			if sc != nil && !scramOK {
+				return newError(ErrServerAuth, codeInvalidAuthSpec, "the PostgreSQL server did not complete SCRAM authentication",
+					errors.New("AuthenticationOk before a verified SASLFinal"))
+			}
+			if up.auth == "" {
+				up.auth = "trust"
+			}
+			authOK, authSeen = true, true
+			up.forward = append(up.forward, raw...)
+		case *pgproto3.AuthenticationCleartextPassword:
+			if authOK || authSeen {
+				return protoErr("unexpected password request")
+			}
+			authSeen, up.auth = true, "password"
+			if err := send(passwordMessage(t.password)); err != nil {
+				return err
+			}
+		case *pgproto3.AuthenticationMD5Password:
+			if authOK || authSeen {
+				return protoErr("unexpected md5 request")
+			}
+			authSeen, up.auth = true, "md5"
+			digest := md5Password(t.username, t.password, m.Salt)
+			err := send(passwordMessage(digest))
+			clear(digest)
+			if err != nil {
+				return err
+			}
+		case *pgproto3.AuthenticationSASL:
+			if authOK || authSeen {
+				return protoErr("unexpected SASL request")
+			}
+			authSeen = true
+			var cbind []byte
+			var cbindOK bool
+			if tc, ok := up.conn.(*tls.Conn); ok {
+				cbind, cbindOK = tlsServerEndPoint(tc.ConnectionState())
+			}
+			sc, err = newSCRAMClient(m.AuthMechanisms, up.tls, cbind, cbindOK)
+			if err != nil {
+				return newError(ErrUnsupportedAuth, codeInvalidAuthSpec,
+					"the PostgreSQL server requested a SASL mechanism the broker does not support", err)
+			}
+			sc.cache = s.c.scram
+			up.auth = sc.mech
+			msg, err := saslInitialResponse(sc.mech, sc.clientFirst())
+			if err != nil {
+				return protoErr("encode SASLInitialResponse: %w", err)
+			}
+			if err := send(msg); err != nil {
+				return err
+			}
+		case *pgproto3.AuthenticationSASLContinue:
+			if sc == nil || sc.authMessage != nil {
+				return protoErr("unexpected SASLContinue")
+			}
+			pw := saslPrep(t.password)
+			sc.password = pw
+			final, err := sc.clientFinal(m.Data)
+			clear(pw)
+			sc.password = nil
+			if err != nil {
+				return newError(ErrServerAuth, codeInvalidAuthSpec, "invalid SCRAM exchange with the PostgreSQL server", err)
+			}
+			msg, err := saslResponse(final)
+			clear(final)
+			if err != nil {
+				return protoErr("encode SASLResponse: %w", err)
+			}
+			if err := send(msg); err != nil {
+				return err
+			}
+		case *pgproto3.AuthenticationSASLFinal:
+			if sc == nil || sc.authMessage == nil || scramOK {
+				return protoErr("unexpected SASLFinal")
+			}
+			if err := sc.verifyServerFinal(m.Data); err != nil {
+				return newError(ErrServerAuth, codeInvalidAuthSpec,
+					"the PostgreSQL server failed to prove that it knows the password", err)
+			}
+			scramOK = true
+		case *unsupportedAuth:
+			return newError(ErrUnsupportedAuth, codeInvalidAuthSpec,
+				fmt.Sprintf("the PostgreSQL server requested %s authentication, which the broker does not support", m.name()), nil)
+		case *pgproto3.ParameterStatus, *pgproto3.BackendKeyData, *pgproto3.ReadyForQuery:
+			if !authOK {
+				return protoErr("message %q before AuthenticationOk", typ)
+			}
+			if k, ok := m.(*pgproto3.BackendKeyData); ok {
+				up.keyData = &pgproto3.BackendKeyData{ProcessID: k.ProcessID, SecretKey: bytes.Clone(k.SecretKey)}
+			}
+			up.forward = append(up.forward, raw...)
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				return nil
+			}
+		default:
+			return protoErr("unexpected message %T", m)
+		}
+	}
+}

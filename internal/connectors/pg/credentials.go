@@ -1,0 +1,227 @@
+package pg
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// Credential names. Any other credential is sent to the server as a startup
+// parameter.
+const (
+	credHost        = "host"
+	credPort        = "port"
+	credUsername    = "username"
+	credPassword    = "password"
+	credDatabase    = "database"
+	credSSLMode     = "sslmode"
+	credSSLRootCert = "sslrootcert"
+	credSSLCert     = "sslcert"
+	credSSLKey      = "sslkey"
+	credSSLHost     = "sslhost"
+
+	defaultPort    = "5432"
+	defaultSSLMode = sslRequire
+)
+
+var knownCredentials = map[string]bool{
+	credHost: true, credPort: true, credUsername: true, credPassword: true,
+	credDatabase: true, credSSLMode: true, credSSLRootCert: true,
+	credSSLCert: true, credSSLKey: true, credSSLHost: true,
+}
+
+// sslMode is libpq's sslmode.
+type sslMode string
+
+const (
+	sslDisable    sslMode = "disable"
+	sslAllow      sslMode = "allow"
+	sslPrefer     sslMode = "prefer"
+	sslRequire    sslMode = "require"
+	sslVerifyCA   sslMode = "verify-ca"
+	sslVerifyFull sslMode = "verify-full"
+)
+
+// target is what one connection needs to know about the server, built from
+// the credentials of that connection.
+type target struct {
+	network  string // "tcp" or "unix"
+	addr     string
+	username string
+	password []byte // aliases the credential: valid only during Connect
+	database string // "" when the credentials do not fix one
+	extra    []param
+	sslmode  sslMode
+	tlsConf  *tls.Config // nil when TLS is never attempted
+}
+
+func credErr(name, format string, args ...any) error {
+	return fmt.Errorf("%w: credential %s: %s", ErrConfig, name, fmt.Sprintf(format, args...))
+}
+
+// parseCredentials validates one connection's credentials. Error messages
+// name credentials but never include their values.
+func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
+	host := strings.TrimSpace(string(creds[credHost]))
+	if host == "" {
+		return nil, credErr(credHost, "missing")
+	}
+	port := strings.TrimSpace(string(creds[credPort]))
+	if port == "" {
+		port = defaultPort
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, credErr(credPort, "not a port number")
+	}
+	user := string(creds[credUsername])
+	if user == "" {
+		return nil, credErr(credUsername, "missing")
+	}
+	t := &target{
+		username: user,
+		password: creds[credPassword],
+		database: string(creds[credDatabase]),
+		sslmode:  defaultSSLMode,
+	}
+	if m := strings.TrimSpace(string(creds[credSSLMode])); m != "" {
+		t.sslmode = sslMode(m)
+	}
+	switch t.sslmode {
+	case sslDisable, sslAllow, sslPrefer, sslRequire, sslVerifyCA, sslVerifyFull:
+	default:
+		return nil, credErr(credSSLMode, "must be one of disable, allow, prefer, require, verify-ca, verify-full")
+	}
+	if strings.HasPrefix(host, "/") {
+		// A unix socket directory, as in libpq. libpq never uses TLS on
+		// unix sockets, whatever sslmode says, and neither do we.
+		t.network, t.addr = "unix", host+"/.s.PGSQL."+port
+		t.sslmode = sslDisable
+	} else {
+		t.network, t.addr = "tcp", net.JoinHostPort(host, port)
+	}
+	for name, v := range creds {
+		if !knownCredentials[name] {
+			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(string(v), 0) >= 0 {
+				return nil, credErr(name, "contains a NUL byte")
+			}
+			t.extra = append(t.extra, param{key: name, value: string(v)})
+		}
+	}
+	if t.sslmode != sslDisable {
+		conf, err := targetTLSConfig(t.sslmode, host, creds)
+		if err != nil {
+			return nil, err
+		}
+		t.tlsConf = conf
+	}
+	return t, nil
+}
+
+// targetTLSConfig implements libpq's sslmode semantics:
+//
+//   - allow, prefer, require: encrypt; the certificate chain is verified
+//     only when sslrootcert is given (as libpq does when a root certificate
+//     file exists), the host name never;
+//   - verify-ca: verify the chain against sslrootcert (the system roots
+//     when it is not given);
+//   - verify-full: verify the chain and that the certificate names sslhost,
+//     or host when sslhost is not given.
+//
+// sslrootcert "system" selects the system's root certificates.
+func targetTLSConfig(mode sslMode, host string, creds connector.CredentialValuesByID) (*tls.Config, error) {
+	name := strings.TrimSpace(string(creds[credSSLHost]))
+	if name == "" {
+		name = host
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name}
+
+	var roots *x509.CertPool
+	rootGiven := len(creds[credSSLRootCert]) > 0
+	if rootGiven {
+		v := strings.TrimSpace(string(creds[credSSLRootCert]))
+		if v == "system" {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, credErr(credSSLRootCert, "system roots: %v", err)
+			}
+			roots = pool
+		} else {
+			pemBytes, err := pemOrFile(creds[credSSLRootCert])
+			if err != nil {
+				return nil, credErr(credSSLRootCert, "%v", err)
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pemBytes) {
+				return nil, credErr(credSSLRootCert, "no certificate found in the PEM data")
+			}
+		}
+	}
+
+	certGiven, keyGiven := len(creds[credSSLCert]) > 0, len(creds[credSSLKey]) > 0
+	switch {
+	case certGiven && keyGiven:
+		certPEM, err := pemOrFile(creds[credSSLCert])
+		if err != nil {
+			return nil, credErr(credSSLCert, "%v", err)
+		}
+		keyPEM, err := pemOrFile(creds[credSSLKey])
+		if err != nil {
+			return nil, credErr(credSSLKey, "%v", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		clear(keyPEM)
+		if err != nil {
+			return nil, credErr(credSSLCert, "with sslkey: %v", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	case certGiven:
+		return nil, credErr(credSSLKey, "missing (sslcert is set)")
+	case keyGiven:
+		return nil, credErr(credSSLCert, "missing (sslkey is set)")
+	}
+
+	switch {
+	case mode == sslVerifyFull:
+		conf.RootCAs = roots // nil: system roots
+	case mode == sslVerifyCA || rootGiven:
+		conf.InsecureSkipVerify = true // the chain is checked below, the name is not
+		conf.VerifyConnection = verifyChain(roots)
+	default:
+		conf.InsecureSkipVerify = true
+	}
+	return conf, nil
+}
+
+// verifyChain verifies the server's certificate chain without checking its
+// name (sslmode verify-ca).
+func verifyChain(roots *x509.CertPool) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("server sent no certificate")
+		}
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool()}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(opts)
+		return err
+	}
+}
+
+// cancelTLSConfig is the TLS configuration for forwarding a CancelRequest
+// after the session's credentials are gone: the same verification, no
+// client certificate (the server does not check pg_hba for cancels).
+func cancelTLSConfig(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	cc := c.Clone()
+	cc.Certificates = nil
+	return cc
+}

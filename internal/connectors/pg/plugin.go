@@ -1,0 +1,86 @@
+package pg
+
+import (
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
+	"github.com/secretless-broker/secretless-broker/sdk/log"
+)
+
+// ID is the connector id that services name in their "connector" key.
+const ID = "pg"
+
+// Description is a one-line description, as a plugin's PluginInfo gives.
+const Description = "PostgreSQL: any client, no password; the broker logs in with the service's credentials"
+
+// Plugin returns the PostgreSQL connector plugin. It also implements
+// tcp.Validator.
+func Plugin() tcp.Plugin { return plugin{} }
+
+type plugin struct{}
+
+// ValidateConfig checks a service's config block; errors name the key.
+func (plugin) ValidateConfig(cfg []byte) error {
+	_, err := parseConfig(cfg)
+	return err
+}
+
+// NewConnector builds the connector of one service. A config block that
+// fails validation (which the broker reports at start-up through
+// ValidateConfig) makes every connection fail with a FATAL error.
+func (plugin) NewConnector(r connector.Resources) tcp.Connector {
+	return newConnector(r.Config(), r.Logger())
+}
+
+func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
+	if logger == nil {
+		logger = nopLogger{}
+	}
+	c := &pgConnector{logger: logger, cancels: newCancelRegistry()}
+	cfg, err := parseConfig(rawCfg)
+	if err != nil {
+		logger.Errorf("pg: %v", err)
+		c.cfgErr = err
+		cfg, _ = parseConfig(nil)
+	}
+	c.cfg = cfg
+	c.scram = newSCRAMCache(cfg.scramCacheSize)
+	return c
+}
+
+// pgConnector is the connector of one service.
+type pgConnector struct {
+	logger  log.Logger
+	cfg     *config
+	cfgErr  error
+	scram   *scramCache
+	cancels *cancelRegistry
+}
+
+// nopLogger is used when the broker passes no logger.
+type nopLogger struct{}
+
+func (nopLogger) Debugf(string, ...any)              {}
+func (nopLogger) Infof(string, ...any)               {}
+func (nopLogger) Warnf(string, ...any)               {}
+func (nopLogger) Errorf(string, ...any)              {}
+func (nopLogger) Panicf(f string, a ...any)          { panic(f) }
+func (nopLogger) Debug(...any)                       {}
+func (nopLogger) Info(...any)                        {}
+func (nopLogger) Warn(...any)                        {}
+func (nopLogger) Error(...any)                       {}
+func (nopLogger) Panic(a ...any)                     { panic(a) }
+func (nopLogger) Debugln(...any)                     {}
+func (nopLogger) Infoln(...any)                      {}
+func (nopLogger) Warnln(...any)                      {}
+func (nopLogger) Errorln(...any)                     {}
+func (nopLogger) Panicln(a ...any)                   { panic(a) }
+func (nopLogger) DebugEnabled() bool                 { return false }
+func (nopLogger) Prefix() string                     { return "" }
+func (l nopLogger) CopyWith(string, bool) log.Logger { return l }
+
+var (
+	_ tcp.Plugin    = plugin{}
+	_ tcp.Validator = plugin{}
+	_ tcp.Connector = (*pgConnector)(nil)
+	_ log.Logger    = nopLogger{}
+)
