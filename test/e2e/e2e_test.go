@@ -55,6 +55,39 @@ func TestHappyPath(t *testing.T) {
 	}
 }
 
+// TestWrongPasswordThroughBroker: a login the target refuses reaches the
+// client as a RESP error, the broker keeps serving, and the password shows
+// up nowhere.
+func TestWrongPasswordThroughBroker(t *testing.T) {
+	r := theRedis(t)
+	f := newFixture(t)
+	f.writeConfig(t, f.redisConfig(r.port))
+	wrong := "wrong-" + randomHex(t, 12)
+
+	health := freePort(t)
+	p := f.runBroker(t, wrong, "-debug", "-health-addr", "127.0.0.1:"+strconv.Itoa(health))
+	waitUntil(t, p, "/ready answers 200", 20*time.Second, func() bool { return ready(health) })
+
+	got := redisCLI(t, f.listenPort, "ping")
+	t.Logf("client got: %s", got)
+	if !strings.HasPrefix(got, "ERR ") || !strings.Contains(got, "WRONGPASS") {
+		t.Errorf("ping with a wrong broker password = %q, want an ERR reply mentioning WRONGPASS", got)
+	}
+	if strings.Contains(got, wrong) {
+		t.Errorf("the client's error reveals the password: %q", got)
+	}
+	if p.exited() {
+		t.Fatalf("broker exited after one failed login\nstderr:\n%s", p.stderr.String())
+	}
+	p.stop()
+	if out := p.stdout.String() + p.stderr.String(); strings.Contains(out, wrong) {
+		t.Errorf("the broker's output (with -debug) contains the password:\n%s", out)
+	}
+	if !strings.Contains(p.stderr.String(), "WRONGPASS") {
+		t.Errorf("the broker log does not say why the login failed:\n%s", p.stderr.String())
+	}
+}
+
 // digestOf is the hex SHA-256 of a file.
 func digestOf(t *testing.T, path string) string {
 	t.Helper()
@@ -184,9 +217,7 @@ func TestBadPluginsStopStartup(t *testing.T) {
 					t.Errorf("stderr does not show digest %s", d)
 				}
 			}
-			if t.Failed() {
-				t.Logf("stderr:\n%s", stderr)
-			}
+			t.Logf("broker stderr:\n%s", stderr)
 
 			v := runCLI(t, "", "plugins", "verify", "-p", f.pluginDir, "-s", f.sumFile)
 			if v.code == 0 {
@@ -369,6 +400,7 @@ func TestConfigErrors(t *testing.T) {
 			f.writeConfig(t, tt.config(f.listenPort))
 
 			stderr := f.expectRefusal(t, f.runBroker(t, "unused", "-health-addr", ""))
+			t.Logf("broker stderr:\n%s", stderr)
 			if !tt.wantPath.MatchString(stderr) {
 				t.Errorf("broker stderr does not match %v\nconfig:\n%s\nstderr:\n%s", tt.wantPath, tt.config(f.listenPort), stderr)
 			}

@@ -40,9 +40,13 @@ func TestMain(m *testing.M) {
 func requireIntegration() bool { return os.Getenv("SECRETLESS_REQUIRE_INTEGRATION") == "1" }
 
 // need returns the path of a tool, or skips (fails under
-// SECRETLESS_REQUIRE_INTEGRATION=1) when it is missing.
+// SECRETLESS_REQUIRE_INTEGRATION=1) when it is missing. Every test reaches it
+// before building or starting anything, so it also implements -short.
 func need(t *testing.T, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end tests build and run the broker; skipped with -short")
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if requireIntegration() {
