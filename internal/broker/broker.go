@@ -120,7 +120,7 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 			continue
 		}
 		if !ok {
-			problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q (known: %s; plugin connectors need -p DIR)", s.Connector, knownList(reg.IDs())))
+			problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q (known: %s); a plugin connector must be a .so in the -p directory", s.Connector, knownList(reg.IDs())))
 			continue
 		}
 		if e.Type != sdk.TypeTCPConnector {

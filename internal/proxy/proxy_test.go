@@ -52,7 +52,7 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func startService(t *testing.T, c tcp.Connector, fetch FetchFunc) (*TCPService, *syncBuf) {
+func startService(t *testing.T, c tcp.Connector, fetch FetchFunc, opts ...func(*TCPService)) (*TCPService, *syncBuf) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,6 +66,9 @@ func startService(t *testing.T, c tcp.Connector, fetch FetchFunc) (*TCPService, 
 	}
 	s := &TCPService{Name: "svc", Listener: l, Connector: c, Fetch: fetch,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, o := range opts {
+		o(s)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {

@@ -12,8 +12,10 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/secretless-broker/secretless-broker/internal/metrics"
 	"github.com/secretless-broker/secretless-broker/internal/relay"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
@@ -35,8 +37,17 @@ type TCPService struct {
 	Connector tcp.Connector
 	Fetch     FetchFunc
 	Logger    *slog.Logger
-	// HandshakeTimeout bounds credential fetch plus Connect; 0 means the default.
+	// HandshakeTimeout bounds credential fetch plus Connect (which includes
+	// dialing the target); 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// MaxConnections caps concurrent client connections; 0 means no cap.
+	// A connection over the cap is closed at once (logged and counted).
+	MaxConnections int
+	// IdleTimeout closes a relayed session after this long with no bytes in
+	// either direction; 0 means never.
+	IdleTimeout time.Duration
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -68,7 +79,18 @@ func (s *TCPService) Serve() error {
 			return fmt.Errorf("service %s: accept: %w", s.Name, err)
 		}
 		tempDelay = 0
-		if !s.track(c, true) {
+		if s.Metrics != nil {
+			s.Metrics.ConnectionsAccepted.WithLabelValues(s.Name).Inc()
+		}
+		ok, full := s.track(c, true)
+		if full {
+			s.fail(metrics.ReasonLimit)
+			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name,
+				"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
+			_ = c.Close()
+			continue
+		}
+		if !ok {
 			_ = c.Close()
 			return nil
 		}
@@ -86,12 +108,17 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *TCPService) track(c net.Conn, add bool) bool {
+// track adds or removes an open connection. Adding reports ok=false once the
+// service is shut down, and full=true when MaxConnections is reached.
+func (s *TCPService) track(c net.Conn, add bool) (ok, full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.closed {
-			return false
+			return false, false
+		}
+		if s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
+			return false, true
 		}
 		if s.conns == nil {
 			s.conns = map[net.Conn]struct{}{}
@@ -100,8 +127,19 @@ func (s *TCPService) track(c net.Conn, add bool) bool {
 	} else {
 		delete(s.conns, c)
 	}
-	return true
+	if s.Metrics != nil {
+		s.Metrics.ConnectionsActive.WithLabelValues(s.Name).Set(float64(len(s.conns)))
+	}
+	return true, false
 }
+
+func (s *TCPService) fail(reason string) {
+	if s.Metrics != nil {
+		s.Metrics.ConnectionsFailed.WithLabelValues(s.Name, reason).Inc()
+	}
+}
+
+var connIDs atomic.Uint64
 
 // Active returns the number of open client connections.
 func (s *TCPService) Active() int {
@@ -120,46 +158,61 @@ func setKeepAlive(c net.Conn) {
 }
 
 func (s *TCPService) handle(client net.Conn) {
-	log := s.Logger.With("service", s.Name, "client", client.RemoteAddr().String())
+	log := s.Logger.With("service", s.Name, "conn", connIDs.Add(1), "client", client.RemoteAddr().String())
 	start := time.Now()
 	setKeepAlive(client)
-	target, err := s.authenticate(client)
+	target, reason, err := s.authenticate(client)
 	if err != nil {
-		log.Warn("connection refused", "error", err)
+		s.fail(reason)
+		log.Warn("connection refused", "reason", reason, "error", err, "duration", time.Since(start))
 		_ = client.Close()
 		return
 	}
+	if s.Metrics != nil {
+		metrics.ObserveSince(s.Metrics.HandshakeSeconds.WithLabelValues(s.Name), start)
+	}
 	setKeepAlive(target)
 	log.Debug("connection authenticated", "target", target.RemoteAddr().String(), "handshake", time.Since(start))
-	res := relay.Pipe(client, target)
-	if !relay.IsClosedErr(res.Err) {
-		log.Debug("connection ended with error", "error", res.Err, "sent", res.ClientToTarget, "received", res.TargetToClient)
-		return
+	c, t := client, target
+	if s.IdleTimeout > 0 {
+		idle := newIdleTimer(s.IdleTimeout, client, target)
+		defer idle.stop()
+		c, t = idle.wrap(client), idle.wrap(target)
 	}
-	log.Debug("connection closed", "sent", res.ClientToTarget, "received", res.TargetToClient, "duration", time.Since(start))
+	res := relay.Pipe(c, t)
+	if s.Metrics != nil {
+		s.Metrics.BytesRelayed.WithLabelValues(s.Name, "to_target").Add(float64(res.ClientToTarget))
+		s.Metrics.BytesRelayed.WithLabelValues(s.Name, "to_client").Add(float64(res.TargetToClient))
+	}
+	attrs := []any{"duration", time.Since(start), "bytesToTarget", res.ClientToTarget, "bytesToClient", res.TargetToClient}
+	if !relay.IsClosedErr(res.Err) {
+		attrs = append(attrs, "error", res.Err)
+	}
+	log.Info("connection closed", attrs...)
 }
 
 // authenticate fetches credentials and runs the connector, recovering a
-// panic into an error. Credentials are zeroed before it returns.
-func (s *TCPService) authenticate(client net.Conn) (target net.Conn, err error) {
+// panic into an error. Credentials are zeroed before it returns. On failure
+// reason is one of the metrics.Reason* words.
+func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason string, err error) {
 	timeout := s.HandshakeTimeout
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	creds, err := s.Fetch(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fetch credentials: %w", err)
+		return nil, metrics.ReasonCredentials, fmt.Errorf("fetch credentials: %w", err)
 	}
 	defer creds.Zero()
-	_ = client.SetDeadline(time.Now().Add(timeout))
+	_ = client.SetDeadline(deadline)
 	defer func() {
 		if r := recover(); r != nil {
-			// The panic value is logged by type and message only: connectors
-			// are told not to put secrets in panics, and the stack is debug.
+			// The stack goes to the debug log only; the message is redacted.
 			s.Logger.Debug("connector panic stack", "service", s.Name, "stack", string(debug.Stack()))
-			target, err = nil, Redact(fmt.Errorf("connector panicked: %v", r), creds)
+			target, reason, err = nil, metrics.ReasonPanic, Redact(fmt.Errorf("connector panicked: %v", r), creds)
 		}
 	}()
 	target, err = s.Connector.Connect(client, creds)
@@ -167,14 +220,18 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, err error) 
 		if target != nil {
 			_ = target.Close()
 		}
-		return nil, fmt.Errorf("connector: %w", Redact(err, creds))
+		reason = metrics.ReasonConnector
+		if time.Now().After(deadline) {
+			reason = metrics.ReasonTimeout
+		}
+		return nil, reason, fmt.Errorf("connector: %w", Redact(err, creds))
 	}
 	if target == nil {
-		return nil, errors.New("connector returned no target connection")
+		return nil, metrics.ReasonConnector, errors.New("connector returned no target connection")
 	}
 	_ = client.SetDeadline(time.Time{})
 	_ = target.SetDeadline(time.Time{})
-	return target, nil
+	return target, "", nil
 }
 
 // Shutdown stops accepting, then waits for active connections to finish
