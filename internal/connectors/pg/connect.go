@@ -90,6 +90,9 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
 		s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
 
+	if s.c.sessionHook != nil {
+		s.c.sessionHook(sessionInfo{user: t.username, auth: up.auth, tls: up.tls, clientTLS: s.sw != nil, params: pkt.params})
+	}
 	tc := &targetConn{Conn: up.conn, pending: up.rd.buffered()}
 	if up.keyData != nil {
 		ct := &cancelTarget{network: t.network, addr: t.addr}

@@ -54,6 +54,17 @@ type pgConnector struct {
 	cfgErr  error
 	scram   *scramCache
 	cancels *cancelRegistry
+
+	// sessionHook, when set (by tests), sees every successful startup.
+	sessionHook func(sessionInfo)
+}
+
+// sessionInfo describes a successful startup, for tests.
+type sessionInfo struct {
+	user, auth string
+	tls        bool // the server leg is encrypted
+	clientTLS  bool // the client leg is encrypted
+	params     []param
 }
 
 // nopLogger is used when the broker passes no logger.
