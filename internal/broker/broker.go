@@ -10,9 +10,12 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/config"
 	"github.com/secretless-broker/secretless-broker/internal/health"
 	"github.com/secretless-broker/secretless-broker/internal/logging"
+	"github.com/secretless-broker/secretless-broker/internal/metrics"
 	"github.com/secretless-broker/secretless-broker/internal/plugins"
 	"github.com/secretless-broker/secretless-broker/internal/providers"
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
@@ -43,6 +47,9 @@ type Options struct {
 	Logger          *slog.Logger
 	// Providers defaults to providers.Default().
 	Providers providers.Registry
+	// Extra connectors registered beside the built-ins, exactly like plugins
+	// (used by tests and by programs embedding the broker).
+	Extra []registry.Entry
 }
 
 // Broker is a prepared broker: config and plugins loaded, connectors built.
@@ -54,12 +61,19 @@ type Broker struct {
 	services []*service
 	health   *health.Server
 	plugins  []plugins.Plugin
+	metrics  *metrics.Metrics
+
+	pluginState string // fingerprint of the plugin dir and checksum file at start
+	mu          sync.Mutex
+	draining    sync.WaitGroup // services replaced by a reload, still finishing sessions
+	serveErr    chan error
 }
 
 type service struct {
 	cfg       config.Service
 	connector tcp.Connector
 	tcp       *proxy.TCPService
+	done      chan struct{} // closed when Serve returns
 }
 
 // Registry returns the connectors the broker knows.
@@ -79,10 +93,10 @@ func LoadConfig(file string, provs providers.Registry) (*config.Config, error) {
 	return config.Load(file, provs)
 }
 
-// NewRegistry registers the built-in connectors and the given plugins.
-func NewRegistry(loaded []plugins.Plugin) (*registry.Registry, error) {
+// NewRegistry registers the built-in connectors, extra and the given plugins.
+func NewRegistry(loaded []plugins.Plugin, extra ...registry.Entry) (*registry.Registry, error) {
 	reg := registry.New()
-	for _, e := range Builtins() {
+	for _, e := range append(Builtins(), extra...) {
 		if err := reg.Add(e); err != nil {
 			return nil, err
 		}
@@ -165,33 +179,54 @@ func Prepare(opts Options) (*Broker, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	b := &Broker{opts: opts, log: opts.Logger}
+	b := &Broker{opts: opts, log: opts.Logger, metrics: metrics.New(), serveErr: make(chan error, 16)}
 	cfg, err := LoadConfig(opts.ConfigFile, opts.Providers)
 	if err != nil {
 		return nil, err
 	}
 	b.cfg = cfg
+	b.pluginState = pluginFingerprint(opts.PluginDir, opts.ChecksumFile)
+	reserved := BuiltinIDs()
+	for _, e := range opts.Extra {
+		reserved = append(reserved, e.ID)
+	}
 	loaded, err := plugins.Load(plugins.Options{Dir: opts.PluginDir, ChecksumFile: opts.ChecksumFile,
-		Reserved: BuiltinIDs(), Logger: opts.Logger})
+		Reserved: reserved, Logger: opts.Logger})
 	if err != nil {
+		b.metrics.PluginLoads.WithLabelValues("failed").Inc()
 		return nil, err
 	}
+	b.metrics.PluginLoads.WithLabelValues("ok").Add(float64(len(loaded)))
 	b.plugins = loaded
-	if b.reg, err = NewRegistry(loaded); err != nil {
+	if b.reg, err = NewRegistry(loaded, opts.Extra...); err != nil {
 		return nil, err
 	}
 	if err := CheckConnectors(cfg, b.reg, false); err != nil {
 		return nil, err
 	}
+	if b.services, err = b.buildServices(cfg, nil); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// buildServices builds a connector for every service of cfg, reusing the
+// running service when its settings did not change.
+func (b *Broker) buildServices(cfg *config.Config, running map[string]*service) ([]*service, error) {
+	var out []*service
 	for _, s := range cfg.Services {
+		if old, ok := running[s.Name]; ok && old.cfg.Equal(s) {
+			out = append(out, old)
+			continue
+		}
 		e, _ := b.reg.Lookup(s.Connector)
-		c, err := newConnector(e, s, opts.Logger)
+		c, err := newConnector(e, s, b.log)
 		if err != nil {
 			return nil, &config.Error{Problems: []config.Problem{cfg.ConnectorProblem(s, "%v", err)}}
 		}
-		b.services = append(b.services, &service{cfg: s, connector: c})
+		out = append(out, &service{cfg: s, connector: c})
 	}
-	return b, nil
+	return out, nil
 }
 
 type resources struct {
@@ -219,11 +254,11 @@ func newConnector(e registry.Entry, s config.Service, log *slog.Logger) (c tcp.C
 // Start opens the health server and every listener. On any failure it closes
 // what it opened and returns the error.
 func (b *Broker) Start() (err error) {
-	var opened []net.Listener
+	var opened []*service
 	defer func() {
 		if err != nil {
-			for _, l := range opened {
-				_ = l.Close()
+			for _, s := range opened {
+				_ = s.tcp.Listener.Close()
 			}
 			if b.health != nil {
 				_ = b.health.Shutdown(context.Background())
@@ -235,6 +270,7 @@ func (b *Broker) Start() (err error) {
 		if b.health, err = health.Listen(b.opts.HealthAddr); err != nil {
 			return err
 		}
+		b.health.Handle("GET /metrics", b.metrics.Handler())
 		go func() {
 			if err := b.health.Serve(); err != nil {
 				b.log.Error("health server stopped", "error", err)
@@ -242,27 +278,66 @@ func (b *Broker) Start() (err error) {
 		}()
 	}
 	for _, s := range b.services {
-		l, err := proxy.Listen(s.cfg.ListenOn, s.cfg.SocketMode)
-		if err != nil {
-			return fmt.Errorf("service %s: %w", s.cfg.Name, err)
+		if err := b.listen(s); err != nil {
+			return err
 		}
-		opened = append(opened, l)
-		creds := s.cfg.Credentials
-		s.tcp = &proxy.TCPService{
-			Name:      s.cfg.Name,
-			Listener:  l,
-			Connector: s.connector,
-			Logger:    b.log,
-			Fetch: func(ctx context.Context) (connector.CredentialValuesByID, error) {
-				return b.opts.Providers.Fetch(ctx, creds)
-			},
-		}
+		opened = append(opened, s)
 	}
 	return nil
 }
 
+// listen opens a service's listener and prepares its TCPService.
+func (b *Broker) listen(s *service) error {
+	l, err := proxy.Listen(s.cfg.ListenOn, s.cfg.SocketMode)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", s.cfg.Name, err)
+	}
+	creds := s.cfg.Credentials
+	provs := b.opts.Providers
+	m := b.metrics
+	s.tcp = &proxy.TCPService{
+		Name:             s.cfg.Name,
+		Listener:         l,
+		Connector:        s.connector,
+		Logger:           b.log,
+		Metrics:          m,
+		MaxConnections:   s.cfg.MaxConnections,
+		HandshakeTimeout: s.cfg.ConnectTimeout,
+		IdleTimeout:      s.cfg.IdleTimeout,
+		Fetch: func(ctx context.Context) (connector.CredentialValuesByID, error) {
+			return provs.FetchObserved(ctx, creds, func(provider string, d time.Duration, err error) {
+				m.CredentialSeconds.WithLabelValues(provider).Observe(d.Seconds())
+				if err != nil {
+					m.CredentialFailures.WithLabelValues(provider).Inc()
+				}
+			})
+		},
+	}
+	s.done = make(chan struct{})
+	return nil
+}
+
+// serve starts accepting on a prepared service.
+func (b *Broker) serve(s *service) {
+	b.log.Info("service listening", "service", s.cfg.Name, "connector", s.cfg.Connector, "address", s.cfg.ListenOn.String())
+	if b.health != nil {
+		b.health.SetService(s.cfg.Name, "listening")
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.tcp.Serve(); err != nil {
+			if b.health != nil {
+				b.health.SetService(s.cfg.Name, "accept failed")
+			}
+			b.serveErr <- err
+		}
+	}()
+}
+
 // Addr returns the listen address of a service, for tests and messages.
 func (b *Broker) Addr(service string) net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for _, s := range b.services {
 		if s.cfg.Name == service && s.tcp != nil {
 			return s.tcp.Listener.Addr()
@@ -279,45 +354,53 @@ func (b *Broker) HealthAddr() net.Addr {
 	return b.health.Addr()
 }
 
-// Serve serves every service until ctx is done, then shuts down: readiness
+// Metrics returns the broker's metrics.
+func (b *Broker) Metrics() *metrics.Metrics { return b.metrics }
+
+// Serve serves every service until ctx is done, reloading the config each
+// time reload delivers (reload may be nil). Then it shuts down: readiness
 // turns false, listeners close, and open connections get ShutdownTimeout to
 // finish before they are closed.
-func (b *Broker) Serve(ctx context.Context) error {
-	errc := make(chan error, len(b.services))
-	var wg sync.WaitGroup
+func (b *Broker) Serve(ctx context.Context, reload <-chan struct{}) error {
+	b.mu.Lock()
 	for _, s := range b.services {
-		b.log.Info("service listening", "service", s.cfg.Name, "connector", s.cfg.Connector, "address", s.cfg.ListenOn.String())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.tcp.Serve(); err != nil {
-				errc <- err
-			}
-		}()
+		b.serve(s)
 	}
+	b.mu.Unlock()
 	if b.health != nil {
+		b.health.SetStarted()
 		b.health.SetReady(true)
 	}
 	b.log.Info("secretless-broker ready", "services", len(b.services))
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		b.log.Info("shutting down", "grace", b.opts.ShutdownTimeout)
-	case serveErr = <-errc:
-		b.log.Error("service failed; shutting down", "error", serveErr)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			b.log.Info("shutting down", "grace", b.opts.ShutdownTimeout)
+			break loop
+		case <-reload:
+			_ = b.Reload()
+		case serveErr = <-b.serveErr:
+			b.log.Error("service failed; shutting down", "error", serveErr)
+			break loop
+		}
 	}
 	if b.health != nil {
 		b.health.SetReady(false)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), b.opts.ShutdownTimeout)
 	defer cancel()
+	b.mu.Lock()
+	running := b.services
+	b.mu.Unlock()
 	var forced []string
 	var mu sync.Mutex
-	var swg sync.WaitGroup
-	for _, s := range b.services {
-		swg.Add(1)
+	var wg sync.WaitGroup
+	for _, s := range running {
+		wg.Add(1)
 		go func() {
-			defer swg.Done()
+			defer wg.Done()
 			if n := s.tcp.Active(); n > 0 {
 				b.log.Info("waiting for open connections", "service", s.cfg.Name, "connections", n)
 			}
@@ -326,29 +409,129 @@ func (b *Broker) Serve(ctx context.Context) error {
 				forced = append(forced, s.cfg.Name)
 				mu.Unlock()
 			}
+			<-s.done
+			if s.cfg.ListenOn.Network == "unix" {
+				removeSocket(s.cfg.ListenOn.Address)
+			}
 		}()
 	}
-	swg.Wait()
 	wg.Wait()
+	b.draining.Wait()
 	if len(forced) > 0 {
 		b.log.Warn("grace period over; closed remaining connections", "services", forced)
 	}
 	if b.health != nil {
 		_ = b.health.Shutdown(context.Background())
 	}
+	b.log.Info("stopped")
+	return serveErr
+}
+
+// Reload re-reads the config file. The new config is validated completely
+// first; if it is bad, the error is logged and returned and nothing changes.
+// Services whose settings did not change keep their listener and sessions.
+// Changed and removed services stop accepting at once; their open sessions
+// continue until they end (bounded by ShutdownTimeout). Plugins cannot be
+// reloaded: a changed plugin directory or checksum file is logged as needing
+// a restart.
+func (b *Broker) Reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	log := b.log.With("config", b.opts.ConfigFile)
+	if now := pluginFingerprint(b.opts.PluginDir, b.opts.ChecksumFile); now != b.pluginState {
+		log.Warn("plugin directory or checksum file changed since start; plugins cannot be reloaded in a running process, restart the broker to load them (still running the plugins loaded at start)")
+	}
+	cfg, err := LoadConfig(b.opts.ConfigFile, b.opts.Providers)
+	if err == nil {
+		err = CheckConnectors(cfg, b.reg, false)
+	}
+	var next []*service
+	running := map[string]*service{}
 	for _, s := range b.services {
-		if s.cfg.ListenOn.Network == "unix" {
-			removeSocket(s.cfg.ListenOn.Address)
+		running[s.cfg.Name] = s
+	}
+	if err == nil {
+		next, err = b.buildServices(cfg, running)
+	}
+	if err != nil {
+		b.metrics.Reloads.WithLabelValues("failed").Inc()
+		log.Error("reload failed; keeping the running config", "error", err)
+		return err
+	}
+	keep := map[*service]bool{}
+	for _, s := range next {
+		keep[s] = true
+	}
+	// Stop changed and removed services first, so a changed service can
+	// bind the same address again.
+	for _, old := range b.services {
+		if keep[old] {
+			continue
 		}
+		log.Info("service stopped accepting; open sessions continue", "service", old.cfg.Name, "sessions", old.tcp.Active())
+		old.tcp.StopAccepting()
+		if b.health != nil {
+			b.health.SetService(old.cfg.Name, "")
+		}
+		b.draining.Add(1)
+		go func() {
+			defer b.draining.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), b.opts.ShutdownTimeout)
+			defer cancel()
+			_ = old.tcp.Shutdown(ctx)
+			<-old.done
+		}()
 	}
-	if serveErr != nil {
-		return serveErr
+	var failed []string
+	var started []*service
+	for _, s := range next {
+		if s.tcp != nil {
+			started = append(started, s)
+			continue
+		}
+		if err := b.listen(s); err != nil {
+			log.Error("reload: service could not start", "service", s.cfg.Name, "error", err)
+			failed = append(failed, s.cfg.Name)
+			if b.health != nil {
+				b.health.SetService(s.cfg.Name, "listen failed")
+			}
+			continue
+		}
+		b.serve(s)
+		started = append(started, s)
 	}
+	b.services = started
+	b.cfg = cfg
+	if len(failed) > 0 {
+		b.metrics.Reloads.WithLabelValues("partial").Inc()
+		return fmt.Errorf("reload: services could not start: %s", strings.Join(failed, ", "))
+	}
+	b.metrics.Reloads.WithLabelValues("ok").Inc()
+	log.Info("config reloaded", "services", len(started))
 	return nil
 }
 
+// pluginFingerprint summarises the plugin directory listing (names, sizes,
+// modification times) and the checksum file's contents.
+func pluginFingerprint(dir, sumFile string) string {
+	h := sha256.New()
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil {
+				fmt.Fprintf(h, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+			}
+		}
+	}
+	if sumFile != "" {
+		if data, err := os.ReadFile(sumFile); err == nil {
+			h.Write(data)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // Run is Prepare, Start and Serve.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 	b, err := Prepare(opts)
 	if err != nil {
 		return err
@@ -356,7 +539,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := b.Start(); err != nil {
 		return err
 	}
-	return b.Serve(ctx)
+	return b.Serve(ctx, reload)
 }
 
 func knownList(ids []string) string {

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/broker"
 	"github.com/secretless-broker/secretless-broker/internal/config"
@@ -64,6 +65,9 @@ Flags (one or two dashes):
                       (default :5335; "" disables it)
   -shutdown-timeout D how long open connections may continue after SIGINT/SIGTERM
                       (default 30s)
+  -watch              reload when the config file changes (also on SIGHUP, SIGUSR1)
+  -log-format F       text (default) or json
+  -profile ADDR       serve Go pprof on a loopback address such as 127.0.0.1:6060
   -version            same as "version"
 
 Plugins:
@@ -133,6 +137,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print version")
 	healthAddr := fs.String("health-addr", ":5335", "health server address")
 	grace := fs.Duration("shutdown-timeout", broker.DefaultShutdownTimeout, "shutdown grace period")
+	watch := fs.Bool("watch", false, "reload when the config file changes")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	profile := fs.String("profile", "", "serve pprof on this loopback address")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -145,11 +152,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageErr(stderr, "unexpected argument %q", fs.Arg(0))
 	}
+	if *logFormat != "text" && *logFormat != "json" {
+		return usageErr(stderr, "-log-format must be text or json, not %q", *logFormat)
+	}
 	file, err := configFile(*cfgFile)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	log := logging.New(stderr, *debug)
+	log := logging.NewFormat(stderr, *debug, *logFormat)
+	if *profile != "" {
+		stopProfile, err := startProfile(*profile, log)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		defer stopProfile()
+	}
 	log.Debug("starting secretless-broker", "version", Version, "go", runtime.Version(), "config", file)
 	b, err := broker.Prepare(broker.Options{
 		ConfigFile: file, PluginDir: *pluginDir, ChecksumFile: *sumFile,
@@ -163,7 +180,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := b.Serve(ctx); err != nil {
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-hup:
+				log.Info("reload requested", "signal", sig.String())
+				poke(reload)
+			}
+		}
+	}()
+	if *watch {
+		go watchFile(ctx, file, time.Second, func() {
+			log.Info("config file changed; reloading", "config", file)
+			poke(reload)
+		})
+	}
+	if err := b.Serve(ctx, reload); err != nil {
 		return fail(stderr, err)
 	}
 	return ExitOK

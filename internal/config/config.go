@@ -8,6 +8,9 @@
 //	    connector: pg
 //	    listenOn: tcp://127.0.0.1:5432     # or unix:///run/secretless/.s.PGSQL.5432
 //	    socketMode: "0660"                 # unix sockets only; default 0660
+//	    maxConnections: 100                # optional; default unlimited
+//	    connectTimeout: 10s                # optional; default 30s
+//	    idleTimeout: 30m                   # optional; default never
 //	    credentials:
 //	      host: db.internal                # a bare scalar is a literal
 //	      password:
@@ -32,6 +35,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -54,6 +58,11 @@ type Service struct {
 	SocketMode  os.FileMode
 	Credentials []Credential // sorted by name
 	Config      []byte       // the config block re-encoded as YAML; nil when absent
+
+	// Limits (all optional; zero means the default).
+	MaxConnections int           // concurrent client connections; 0 = unlimited
+	ConnectTimeout time.Duration // credential fetch + connector handshake; 0 = 30s
+	IdleTimeout    time.Duration // close a session idle this long; 0 = never
 
 	line          int // line of the service key
 	connectorLine int
@@ -317,6 +326,24 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 				return
 			}
 			s.SocketMode = os.FileMode(m)
+		case "maxConnections":
+			n, err := strconv.Atoi(v.Value)
+			if v.Kind != yaml.ScalarNode || err != nil || n < 0 {
+				p.addf(v, kp, "must be a whole number >= 0 (0 means unlimited)")
+				return
+			}
+			s.MaxConnections = n
+		case "connectTimeout", "idleTimeout":
+			d, err := time.ParseDuration(v.Value)
+			if v.Kind != yaml.ScalarNode || err != nil || d < 0 {
+				p.addf(v, kp, "must be a duration such as \"10s\" or \"5m\"")
+				return
+			}
+			if k.Value == "connectTimeout" {
+				s.ConnectTimeout = d
+			} else {
+				s.IdleTimeout = d
+			}
 		case "credentials":
 			s.Credentials = p.credentials(kp, v)
 		case "config":
@@ -330,7 +357,7 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 			}
 			s.Config = b
 		default:
-			p.addf(k, kp, "unknown key (expected connector, listenOn, credentials, config, socketMode)")
+			p.addf(k, kp, "unknown key (expected connector, listenOn, credentials, config, socketMode, maxConnections, connectTimeout, idleTimeout)")
 		}
 	})
 	if s.Connector == "" && len(p.problems) == before {
@@ -498,4 +525,22 @@ func (c *Config) ConnectorProblem(s Service, format string, args ...any) Problem
 // ServiceProblem builds an error about a service's key.
 func (c *Config) ServiceProblem(s Service, key, format string, args ...any) Problem {
 	return Problem{File: c.File, Line: s.line, Path: "services." + s.Name + "." + key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Equal reports whether two services have the same settings, ignoring where
+// in the file they were written (so a reload that only moved lines changes
+// nothing).
+func (s Service) Equal(o Service) bool {
+	if s.Name != o.Name || s.Connector != o.Connector || s.ListenOn != o.ListenOn || s.SocketMode != o.SocketMode ||
+		!bytes.Equal(s.Config, o.Config) || s.MaxConnections != o.MaxConnections ||
+		s.ConnectTimeout != o.ConnectTimeout || s.IdleTimeout != o.IdleTimeout || len(s.Credentials) != len(o.Credentials) {
+		return false
+	}
+	for i, c := range s.Credentials {
+		d := o.Credentials[i]
+		if c.Name != d.Name || c.From != d.From || c.Get != d.Get {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type testProviders struct{}
@@ -31,6 +32,9 @@ services:
     protocol: redis
     listenOn: unix:///tmp/x/redis.sock
     socketMode: "0600"
+    maxConnections: 10
+    connectTimeout: 5s
+    idleTimeout: 1m
 `
 
 func TestParseGood(t *testing.T) {
@@ -65,7 +69,8 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("default socket mode = %o", pg.SocketMode)
 			}
 			s := cfg.Services[1]
-			if s.Connector != "redis" || s.ListenOn.Network != "unix" || s.SocketMode != 0o600 {
+			if s.Connector != "redis" || s.ListenOn.Network != "unix" || s.SocketMode != 0o600 ||
+				s.MaxConnections != 10 || s.ConnectTimeout != 5*time.Second || s.IdleTimeout != time.Minute {
 				t.Errorf("sock = %+v", s)
 			}
 		})
@@ -108,6 +113,9 @@ func TestParseErrors(t *testing.T) {
 		{"null credential", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n"), []string{"services.svc.credentials.password: has no value"}},
 		{"credentials list", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials: [a]\n"), []string{"services.svc.credentials: must be a mapping"}},
 		{"service not mapping", "version: 2\nservices:\n  svc: pg\n", []string{"services.svc: must be a mapping"}},
+		{"bad maxConnections", svc("    connector: pg\n    listenOn: tcp://:1\n    maxConnections: -1\n"), []string{"services.svc.maxConnections: must be a whole number"}},
+		{"bad idleTimeout", svc("    connector: pg\n    listenOn: tcp://:1\n    idleTimeout: soon\n"), []string{"services.svc.idleTimeout: must be a duration"}},
+		{"bad connectTimeout", svc("    connector: pg\n    listenOn: tcp://:1\n    connectTimeout: 10\n"), []string{"services.svc.connectTimeout: must be a duration"}},
 		{"two documents", good + "---\nversion: 2\n", []string{"more than one YAML document"}},
 		{"every problem reported", svc("    connector: pg\n    listenOn: tcp://:99999\n    bogus: 1\n"), []string{"services.svc.listenOn: port 99999", "services.svc.bogus: unknown key"}},
 	}

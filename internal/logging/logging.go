@@ -12,12 +12,19 @@ import (
 )
 
 // New returns the broker's logger writing text lines to w.
-func New(w io.Writer, debug bool) *slog.Logger {
+func New(w io.Writer, debug bool) *slog.Logger { return NewFormat(w, debug, "text") }
+
+// NewFormat returns the broker's logger in format "text" or "json".
+func NewFormat(w io.Writer, debug bool, format string) *slog.Logger {
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // Adapter implements the SDK logger on top of slog.

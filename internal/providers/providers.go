@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/config"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
@@ -56,6 +57,14 @@ func (r Registry) Names() []string {
 // Fetch resolves all of a service's credentials. On error every value already
 // fetched is zeroed. The error names the credential and provider, never a value.
 func (r Registry) Fetch(ctx context.Context, creds []config.Credential) (connector.CredentialValuesByID, error) {
+	return r.FetchObserved(ctx, creds, nil)
+}
+
+// Observer is told how long each provider call took and whether it failed.
+type Observer func(provider string, d time.Duration, err error)
+
+// FetchObserved is Fetch, reporting each provider call to obs (which may be nil).
+func (r Registry) FetchObserved(ctx context.Context, creds []config.Credential, obs Observer) (connector.CredentialValuesByID, error) {
 	out := make(connector.CredentialValuesByID, len(creds))
 	for _, c := range creds {
 		p, ok := r[c.From]
@@ -63,7 +72,11 @@ func (r Registry) Fetch(ctx context.Context, creds []config.Credential) (connect
 			out.Zero()
 			return nil, fmt.Errorf("credential %q: unknown provider %q", c.Name, c.From)
 		}
+		start := time.Now()
 		v, err := p.Get(ctx, c.Get)
+		if obs != nil {
+			obs(c.From, time.Since(start), err)
+		}
 		if err != nil {
 			out.Zero()
 			return nil, fmt.Errorf("credential %q from %s: %w", c.Name, c.From, err)

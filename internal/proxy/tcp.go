@@ -234,14 +234,19 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	return target, "", nil
 }
 
-// Shutdown stops accepting, then waits for active connections to finish
-// until ctx is done, when it closes the rest. It returns ctx.Err() if it had
-// to force connections closed.
-func (s *TCPService) Shutdown(ctx context.Context) error {
+// StopAccepting closes the listener; open connections continue.
+func (s *TCPService) StopAccepting() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
 	_ = s.Listener.Close()
+}
+
+// Shutdown stops accepting, then waits for active connections to finish
+// until ctx is done, when it closes the rest. It returns ctx.Err() if it had
+// to force connections closed.
+func (s *TCPService) Shutdown(ctx context.Context) error {
+	s.StopAccepting()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

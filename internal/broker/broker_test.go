@@ -1,0 +1,361 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/secretless-broker/secretless-broker/internal/registry"
+	"github.com/secretless-broker/secretless-broker/sdk"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
+)
+
+// The "echo" test connector dials the address in its "address" credential
+// and sends the "token" credential as a first line, so the target can show
+// which credential a session used. It is registered like any plugin.
+var echoEntry = registry.Entry{ID: "echo", Type: sdk.TypeTCPConnector, Source: "test", TCP: tcp.PluginFunc(
+	func(connector.Resources) tcp.Connector {
+		return tcp.ConnectorFunc(func(_ net.Conn, c connector.CredentialValuesByID) (net.Conn, error) {
+			t, err := net.Dial("tcp", string(c["address"]))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := t.Write(append(append([]byte{}, c["token"]...), '\n')); err != nil {
+				t.Close()
+				return nil, err
+			}
+			return t, nil
+		})
+	})}
+
+// target echoes everything, after the first line, prefixed by that line.
+func target(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func svcYAML(name, addr, tgt, tokenEnv string) string {
+	return "  " + name + ":\n    connector: echo\n    listenOn: tcp://" + addr + "\n    credentials:\n      address: " + tgt +
+		"\n      token:\n        from: env\n        get: " + tokenEnv + "\n"
+}
+
+type running struct {
+	b      *Broker
+	logs   *syncBuf
+	reload chan struct{}
+	cancel context.CancelFunc
+	done   chan error
+	file   string
+}
+
+func start(t *testing.T, cfg string) *running {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "secretless.yml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	b, err := Prepare(Options{ConfigFile: file, PluginDir: filepath.Join(t.TempDir(), "none"), HealthAddr: "127.0.0.1:0",
+		ShutdownTimeout: 5 * time.Second, Extra: []registry.Entry{echoEntry},
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{b: b, logs: logs, reload: make(chan struct{}), cancel: cancel, done: make(chan error, 1), file: file}
+	go func() { r.done <- b.Serve(ctx, r.reload) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Error("broker did not stop")
+		}
+	})
+	waitReady(t, b, 200)
+	return r
+}
+
+func waitReady(t *testing.T, b *Broker, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + b.HealthAddr().String() + "/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready never answered %d", want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// session opens a connection and returns a function that sends a line and
+// returns the echoed line.
+func session(t *testing.T, addr string) (net.Conn, func(string) (string, error)) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	buf := make([]byte, 0, 256)
+	read := func() (string, error) {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		one := make([]byte, 1)
+		buf = buf[:0]
+		for {
+			if _, err := c.Read(one); err != nil {
+				return string(buf), err
+			}
+			if one[0] == '\n' {
+				return string(buf), nil
+			}
+			buf = append(buf, one[0])
+		}
+	}
+	return c, func(line string) (string, error) {
+		if line != "" {
+			if _, err := c.Write([]byte(line + "\n")); err != nil {
+				return "", err
+			}
+		}
+		return read()
+	}
+}
+
+func (r *running) rewrite(t *testing.T, cfg string) {
+	t.Helper()
+	if err := os.WriteFile(r.file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReload(t *testing.T) {
+	tgt := target(t)
+	keepAddr, changeAddr, removeAddr, addAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	t.Setenv("TOKEN_A", "alpha")
+	t.Setenv("TOKEN_B", "bravo")
+	cfg1 := "version: 2\nservices:\n" + svcYAML("keep", keepAddr, tgt, "TOKEN_A") + svcYAML("change", changeAddr, tgt, "TOKEN_A") + svcYAML("remove", removeAddr, tgt, "TOKEN_A")
+	r := start(t, cfg1)
+
+	_, keep := session(t, keepAddr)
+	if got, err := keep(""); err != nil || got != "alpha" {
+		t.Fatalf("keep first line = %q, %v", got, err)
+	}
+	_, change := session(t, changeAddr)
+	if got, _ := change(""); got != "alpha" {
+		t.Fatalf("change first line = %q", got)
+	}
+	_, remove := session(t, removeAddr)
+	if got, _ := remove(""); got != "alpha" {
+		t.Fatalf("remove first line = %q", got)
+	}
+
+	t.Run("bad config keeps the running one", func(t *testing.T) {
+		r.rewrite(t, "version: 2\nservices:\n  broken:\n    connector: nope\n    listenOn: tcp://127.0.0.1:1\n")
+		if err := r.b.Reload(); err == nil || !strings.Contains(err.Error(), `unknown connector "nope"`) {
+			t.Fatalf("reload err = %v", err)
+		}
+		if got, err := keep("still here"); err != nil || got != "still here" {
+			t.Fatalf("open session after bad reload: %q, %v", got, err)
+		}
+		_, fresh := session(t, removeAddr)
+		if got, err := fresh(""); err != nil || got != "alpha" {
+			t.Fatalf("new connection after bad reload: %q, %v", got, err)
+		}
+		if v := testutil.ToFloat64(r.b.Metrics().Reloads.WithLabelValues("failed")); v != 1 {
+			t.Errorf("failed reloads = %v", v)
+		}
+	})
+
+	t.Run("good config", func(t *testing.T) {
+		// keep: unchanged (but moved to another line); change: new token;
+		// remove: gone; add: new.
+		cfg2 := "version: 2\nservices:\n" + svcYAML("add", addAddr, tgt, "TOKEN_A") + svcYAML("change", changeAddr, tgt, "TOKEN_B") + svcYAML("keep", keepAddr, tgt, "TOKEN_A")
+		r.rewrite(t, cfg2)
+		r.reload <- struct{}{}
+		deadline := time.Now().Add(5 * time.Second)
+		for testutil.ToFloat64(r.b.Metrics().Reloads.WithLabelValues("ok")) != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload did not happen:\n%s", r.logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for name, f := range map[string]func(string) (string, error){"keep": keep, "change": change, "remove": remove} {
+			if got, err := f("open " + name); err != nil || got != "open "+name {
+				t.Errorf("open %s session after reload: %q, %v", name, got, err)
+			}
+		}
+		_, changed := session(t, changeAddr)
+		if got, err := changed(""); err != nil || got != "bravo" {
+			t.Errorf("changed service serves %q, %v; want the new token", got, err)
+		}
+		_, added := session(t, addAddr)
+		if got, err := added(""); err != nil || got != "alpha" {
+			t.Errorf("added service: %q, %v", got, err)
+		}
+		if c, err := net.DialTimeout("tcp", removeAddr, time.Second); err == nil {
+			c.Close()
+			t.Error("removed service still accepts")
+		}
+		if strings.Count(r.logs.String(), `service listening" service=keep`) != 1 {
+			t.Errorf("unchanged service was restarted:\n%s", r.logs)
+		}
+	})
+}
+
+func TestShutdownDrains(t *testing.T) {
+	tgt := target(t)
+	addr := freeAddr(t)
+	t.Setenv("TOKEN_A", "alpha")
+	r := start(t, "version: 2\nservices:\n"+svcYAML("s", addr, tgt, "TOKEN_A"))
+	c, line := session(t, addr)
+	if got, _ := line(""); got != "alpha" {
+		t.Fatalf("first line %q", got)
+	}
+	r.cancel()
+	waitReady(t, r.b, 503)
+	select {
+	case err := <-r.done:
+		t.Fatalf("Serve returned with a session open: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if got, err := line("during drain"); err != nil || got != "during drain" {
+		t.Fatalf("session during drain: %q, %v", got, err)
+	}
+	c.Close()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.done <- nil // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after the session ended")
+	}
+}
+
+func TestNoSecretInLogsOrMetrics(t *testing.T) {
+	tgt := target(t)
+	addr := freeAddr(t)
+	const secret = "s3cr3t-token-value"
+	t.Setenv("TOKEN_S", secret)
+	r := start(t, "version: 2\nservices:\n"+svcYAML("s", addr, tgt, "TOKEN_S")+svcYAML("bad", freeAddr(t), "127.0.0.1:1", "TOKEN_S"))
+	_, line := session(t, addr)
+	if got, _ := line(""); got != secret {
+		t.Fatalf("first line %q", got)
+	}
+	if got, _ := line("x"); got != "x" {
+		t.Fatal("relay broken")
+	}
+	badAddr := r.b.Addr("bad").String()
+	c, err := net.Dial("tcp", badAddr)
+	if err == nil {
+		_, _ = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	resp, err := http.Get("http://" + r.b.HealthAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `secretless_connections_accepted_total{service="s"} 1`) {
+		t.Errorf("metrics lack the accepted connection:\n%s", body)
+	}
+	if strings.Contains(string(body), secret) {
+		t.Error("secret in metrics")
+	}
+	r.cancel()
+	<-r.done
+	r.done <- nil
+	if strings.Contains(r.logs.String(), secret) {
+		t.Errorf("secret in debug log:\n%s", r.logs)
+	}
+	if !strings.Contains(r.logs.String(), "connection refused") {
+		t.Errorf("failed connection not logged:\n%s", r.logs)
+	}
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := filepath.Join(t.TempDir(), "s.yml")
+	first := freeAddr(t)
+	cfg := "version: 2\nservices:\n" + svcYAML("a", first, "x", "T") + svcYAML("b", busy.Addr().String(), "x", "T")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Prepare(Options{ConfigFile: file, PluginDir: t.TempDir(), Extra: []registry.Entry{echoEntry}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Start()
+	if err == nil || !strings.Contains(err.Error(), "service b: listen on tcp://"+busy.Addr().String()+": address already in use") {
+		t.Fatalf("err = %v", err)
+	}
+	// The listener opened before the failure was closed again.
+	l, err := net.Listen("tcp", first)
+	if err != nil {
+		t.Fatalf("first listener left open: %v", err)
+	}
+	l.Close()
+}

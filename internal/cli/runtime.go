@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"time"
+)
+
+// poke sends on a 1-buffered channel without blocking: several requests that
+// arrive during one reload collapse into one more reload.
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// watchFile calls changed whenever the contents of file change. It polls
+// (rather than using inotify) because Kubernetes updates a mounted ConfigMap
+// by swapping a symlink, which inotify watches on the file itself miss.
+func watchFile(ctx context.Context, file string, every time.Duration, changed func()) {
+	digest := func() []byte {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil
+		}
+		sum := sha256.Sum256(data)
+		return sum[:]
+	}
+	last := digest()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if now := digest(); now != nil && !bytes.Equal(now, last) {
+				last = now
+				changed()
+			}
+		}
+	}
+}
+
+// startProfile serves pprof on a loopback address only.
+func startProfile(addr string, log *slog.Logger) (func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("-profile %q: want host:port on loopback, such as 127.0.0.1:6060", addr)
+	}
+	ip := net.ParseIP(host)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("-profile %q: pprof is served on loopback addresses only (127.0.0.1, ::1, localhost)", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-profile: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("pprof listening", "address", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
+}
