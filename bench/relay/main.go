@@ -1,4 +1,5 @@
-// Command relay measures the broker's byte relay against a direct TCP
+// Command relay measures the broker's byte relay (internal/relay: read/write,
+// switching to splice for bulk runs) against a direct TCP
 // connection and against io.Copy (which uses splice(2) between TCP sockets),
 // all in the same run, and prints throughput ratios relative to direct.
 //
@@ -15,6 +16,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/relay"
@@ -46,7 +48,7 @@ func proxy(l net.Listener, target string, mode string) {
 				c.Close()
 				return
 			}
-			if mode == "readwrite" {
+			if mode == "relay" {
 				relay.Pipe(c, t)
 				return
 			}
@@ -61,7 +63,14 @@ func proxy(l net.Listener, target string, mode string) {
 	}
 }
 
-func pingPong(addr string, d time.Duration) float64 {
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pingPong returns messages per second and process CPU per message.
+func pingPong(addr string, d time.Duration) (float64, time.Duration) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		panic(err)
@@ -71,6 +80,7 @@ func pingPong(addr string, d time.Duration) float64 {
 	buf := make([]byte, 64)
 	n := 0
 	start := time.Now()
+	cpu0 := cpuNow()
 	for time.Since(start) < d {
 		for i := 0; i < 100; i++ {
 			if _, err := c.Write(msg); err != nil {
@@ -82,7 +92,7 @@ func pingPong(addr string, d time.Duration) float64 {
 		}
 		n += 100
 	}
-	return float64(n) / time.Since(start).Seconds()
+	return float64(n) / time.Since(start).Seconds(), (cpuNow() - cpu0) / time.Duration(n)
 }
 
 func bulk(addr string, size int) float64 {
@@ -121,22 +131,26 @@ func main() {
 	el := listen()
 	go echo(el)
 	addrs := map[string]string{"direct": el.Addr().String()}
-	for _, mode := range []string{"readwrite", "splice"} {
+	for _, mode := range []string{"relay", "splice"} {
 		l := listen()
 		go proxy(l, el.Addr().String(), mode)
 		addrs[mode] = l.Addr().String()
 	}
-	modes := []string{"direct", "readwrite", "splice"}
+	modes := []string{"direct", "relay", "splice"}
 	small := map[string]float64{}
+	cpu := map[string]time.Duration{}
 	big := map[string]float64{}
 	for r := 0; r < *rounds; r++ {
 		for _, m := range modes {
-			small[m] += pingPong(addrs[m], *d) / float64(*rounds)
+			rate, c := pingPong(addrs[m], *d)
+			small[m] += rate / float64(*rounds)
+			cpu[m] += c / time.Duration(*rounds)
 			big[m] += bulk(addrs[m], 64<<20) / float64(*rounds)
 		}
 	}
-	fmt.Printf("%-10s %14s %8s %12s %8s\n", "mode", "small msg/s", "ratio", "bulk MiB/s", "ratio")
+	fmt.Printf("%-10s %14s %8s %16s %12s %8s\n", "mode", "small msg/s", "ratio", "relay CPU/msg", "bulk MiB/s", "ratio")
 	for _, m := range modes {
-		fmt.Printf("%-10s %14.0f %8.2f %12.0f %8.2f\n", m, small[m], small[m]/small["direct"], big[m], big[m]/big["direct"])
+		fmt.Printf("%-10s %14.0f %8.2f %16v %12.0f %8.2f\n", m, small[m], small[m]/small["direct"], cpu[m]-cpu["direct"], big[m], big[m]/big["direct"])
 	}
+	fmt.Println("relay CPU/msg: process CPU per round trip minus the direct run's (client and echo server run in this process too)")
 }
