@@ -1,0 +1,386 @@
+package pg
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"hash"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+)
+
+// TestCancel checks that query cancellation reaches the right server
+// session through the broker: pgx (context timeout, CancelRequest on a new
+// connection), lib/pq (context), and psql (SIGINT, as Ctrl-C), over plain
+// and TLS server legs.
+func TestCancel(t *testing.T) {
+	srv := needServer(t)
+	for _, sslmode := range []string{"disable", "require"} {
+		t.Run(sslmode, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, sslmode), "")
+			t.Run("pgx context timeout", func(t *testing.T) {
+				cfg, err := pgx.ParseConfig(svc.dsn(""))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+					return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 5 * time.Second}
+				}
+				c, err := pgx.ConnectConfig(context.Background(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(context.Background())
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				_, err = c.Exec(ctx, "select pg_sleep(30)")
+				elapsed := time.Since(start)
+				if code := pgErrCode(err); code != "57014" {
+					t.Fatalf("error %v (SQLSTATE %q), want 57014 query_canceled", err, code)
+				}
+				if elapsed > 1500*time.Millisecond {
+					t.Errorf("cancel took %s", elapsed)
+				}
+				// The session survives a cancel.
+				if got := queryString(t, c, "select 'still here'"); got != "still here" {
+					t.Errorf("after cancel: %q", got)
+				}
+			})
+			t.Run("lib/pq context", func(t *testing.T) {
+				db, err := sql.Open("postgres", svc.dsn("application_name=lib/pq-"+sslmode))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				_, err = db.ExecContext(ctx, "select pg_sleep(30)")
+				if err == nil {
+					t.Fatal("query was not canceled")
+				}
+				if d := time.Since(start); d > 1500*time.Millisecond {
+					t.Errorf("cancel took %s", d)
+				}
+				// pg_stat_activity must not show the sleep any more.
+				waitNoSleepers(t, srv, "lib/pq-"+sslmode)
+			})
+			t.Run("psql sigint", func(t *testing.T) {
+				ctx, cancelCmd := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancelCmd()
+				cmd := exec.CommandContext(ctx, filepath.Join(srv.bin, "psql"), "-X", "-w", "-c", "select pg_sleep(30)")
+				app := "cancel-test-" + sslmode
+				cmd.Env = toolEnv(svc, []string{"PGAPPNAME=" + app})
+				stderr, _ := cmd.StderrPipe()
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				waitSleeper(t, srv, app)
+				start := time.Now()
+				_ = cmd.Process.Signal(syscall.SIGINT)
+				out, _ := io.ReadAll(bufio.NewReader(stderr))
+				_ = cmd.Wait()
+				if d := time.Since(start); d > 1500*time.Millisecond {
+					t.Errorf("cancel took %s", d)
+				}
+				if !strings.Contains(string(out), "canceling statement due to user request") {
+					t.Errorf("psql stderr: %s", out)
+				}
+			})
+			// Cancel keys are forgotten when sessions end.
+			deadline := time.Now().Add(5 * time.Second)
+			for svc.conn.cancels.len() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d cancel keys left after the sessions closed", svc.conn.cancels.len())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func sleepers(t testing.TB, srv *pgServer, app string) int {
+	var n int
+	srv.queryRow(t, &n, "select count(*) from pg_stat_activity where application_name = $1 and query like 'select pg_sleep%' and state = 'active'", app)
+	return n
+}
+
+func waitSleeper(t testing.TB, srv *pgServer, app string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for sleepers(t, srv, app) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the query never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitNoSleepers(t testing.TB, srv *pgServer, app string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for sleepers(t, srv, app) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the canceled query is still running on the server")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStartupParameters checks that client startup parameters reach the
+// server (PGOPTIONS, PGAPPNAME, PGCLIENTENCODING and pgx runtime params),
+// that credentials other than the known ones become parameters, and the
+// database defaults.
+func TestStartupParameters(t *testing.T) {
+	srv := needServer(t)
+	t.Run("libpq environment", func(t *testing.T) {
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "")
+		out := runPsql(t, srv, svc, []string{
+			"PGOPTIONS=-c search_path=custom,public -c statement_timeout=4321",
+			"PGAPPNAME=my-app",
+			"PGCLIENTENCODING=LATIN1",
+		}, "select current_setting('search_path') || '|' || current_setting('statement_timeout') || '|' || current_setting('application_name') || '|' || current_setting('client_encoding')")
+		if want := "custom,public|4321ms|my-app|LATIN1"; out != want {
+			t.Errorf("got %q, want %q", out, want)
+		}
+	})
+	t.Run("pgx runtime params and extra credentials", func(t *testing.T) {
+		creds := baseCreds(srv, roleSCRAM, "disable")
+		creds["DateStyle"] = "German, DMY"
+		creds["extra_float_digits"] = "2" // wins over pgx's own value
+		svc := newService(t, creds, "")
+		c := svc.connect(t, "application_name=pgx-app search_path=other")
+		for q, want := range map[string]string{
+			"show application_name":     "pgx-app",
+			"show search_path":          "other",
+			"show datestyle":            "German, DMY",
+			"show extra_float_digits":   "2",
+			"select current_database()": testDB,
+		} {
+			if got := queryString(t, c, q); got != want {
+				t.Errorf("%s = %q, want %q", q, got, want)
+			}
+		}
+	})
+	t.Run("database from credentials wins", func(t *testing.T) {
+		creds := baseCreds(srv, roleSCRAM, "disable")
+		creds["database"] = "postgres"
+		svc := newService(t, creds, "")
+		c := svc.connect(t, "")
+		if got := queryString(t, c, "select current_database()"); got != "postgres" {
+			t.Errorf("database %q", got)
+		}
+	})
+	t.Run("missing database defaults to the user name", func(t *testing.T) {
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d user=someone sslmode=disable", svc.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Database = "" // pgx would otherwise send none anyway
+		pc, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close(ctx)
+		res := pc.ExecParams(ctx, "select current_database()", nil, nil, nil, nil).Read()
+		if res.Err != nil || string(res.Rows[0][0]) != roleSCRAM.name {
+			t.Errorf("database %v %q", res.Err, res.Rows)
+		}
+	})
+	t.Run("replication connection", func(t *testing.T) {
+		svc := newService(t, baseCreds(srv, roleReplicator, "disable"), "")
+		out, err := runTool(t, srv, svc, nil, "psql", "-X", "-w", "-A", "-t",
+			"-d", fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres replication=database", svc.port), "-c", "IDENTIFY_SYSTEM")
+		if err != nil || !strings.Contains(out, "|") {
+			t.Fatalf("IDENTIFY_SYSTEM: %v %s", err, out)
+		}
+	})
+}
+
+// TestCopy100MB moves 100 MB each way with COPY and compares checksums.
+func TestCopy100MB(t *testing.T) {
+	srv := needServer(t)
+	svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "")
+	c := svc.connect(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, "create unlogged table copy_test (line text)"); err != nil {
+		t.Fatal(err)
+	}
+	const total = 100 << 20
+	const lineLen = 1024 // 1023 characters and a newline
+	src := &copySource{remaining: total, lineLen: lineLen, sum: sha256.New()}
+	tag, err := c.PgConn().CopyFrom(ctx, src, "copy copy_test from stdin")
+	if err != nil {
+		t.Fatalf("copy in: %v", err)
+	}
+	if tag.RowsAffected() != total/lineLen {
+		t.Fatalf("copied %d rows", tag.RowsAffected())
+	}
+	sink := sha256.New()
+	tag, err = c.PgConn().CopyTo(ctx, sink, "copy copy_test to stdout")
+	if err != nil {
+		t.Fatalf("copy out: %v", err)
+	}
+	if got, want := fmt.Sprintf("%x", sink.Sum(nil)), fmt.Sprintf("%x", src.sum.Sum(nil)); got != want {
+		t.Fatalf("checksum of the data copied out %s, of the data copied in %s", got, want)
+	}
+	var n int64
+	if err := c.QueryRow(ctx, "select sum(length(line) + 1) from copy_test").Scan(&n); err != nil || n != total {
+		t.Fatalf("server holds %d bytes (%v)", n, err)
+	}
+	_, _ = c.Exec(ctx, "drop table copy_test")
+}
+
+// copySource produces deterministic COPY text lines and hashes them.
+type copySource struct {
+	remaining, lineLen int
+	n                  int
+	sum                hash.Hash
+	buf, pending       []byte
+}
+
+func (s *copySource) Read(p []byte) (int, error) {
+	if len(s.pending) == 0 {
+		if s.remaining == 0 {
+			return 0, io.EOF
+		}
+		if s.buf == nil {
+			s.buf = make([]byte, 0, 64*s.lineLen)
+		}
+		b := s.buf[:0]
+		for len(b)+s.lineLen <= cap(b) && s.remaining > 0 {
+			start := len(b)
+			b = fmt.Appendf(b, "%010d-", s.n)
+			s.n++
+			for len(b)-start < s.lineLen-1 {
+				b = append(b, byte('a'+(len(b)+s.n)%26))
+			}
+			b = append(b, '\n')
+			s.remaining -= s.lineLen
+		}
+		_, _ = s.sum.Write(b)
+		s.pending = b
+	}
+	n := copy(p, s.pending)
+	s.pending = s.pending[n:]
+	return n, nil
+}
+
+// TestPasswordRotation changes the password on the server and in the
+// provider between connections: the old password fails (never served
+// from the SCRAM cache), the new one works.
+func TestPasswordRotation(t *testing.T) {
+	srv := needServer(t)
+	svc := newService(t, baseCreds(srv, roleRotate, "disable"), "")
+	c := svc.connect(t, "")
+	c.Close(context.Background())
+	c = svc.connect(t, "")
+	c.Close(context.Background())
+	if h, m := svc.conn.scram.hits.Load(), svc.conn.scram.misses.Load(); h != 1 || m != 1 {
+		t.Errorf("scram cache hits %d misses %d, want 1 and 1", h, m)
+	}
+
+	const newPassword = "rotated-Secret-8y"
+	srv.exec(t, "alter role "+roleRotate.name+" password '"+newPassword+"'")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, svc.dsn(""))
+	checkPgError(t, err, codeInvalidPassword, "password authentication failed", roleRotate.password)
+
+	svc.setCred("password", newPassword)
+	c = svc.connect(t, "")
+	if got := queryString(t, c, "select current_user"); got != roleRotate.name {
+		t.Errorf("current_user %q", got)
+	}
+	if strings.Contains(strings.Join(svc.log.lines(), "\n"), newPassword) {
+		t.Error("new password in the log")
+	}
+	srv.exec(t, "alter role "+roleRotate.name+" password '"+roleRotate.password+"'")
+}
+
+// TestRelayedSession covers behaviour after the startup: LISTEN/NOTIFY with
+// the real backend pid, large rows, pipelining, and termination by the
+// server.
+func TestRelayedSession(t *testing.T) {
+	srv := needServer(t)
+	svc := newService(t, baseCreds(srv, roleSCRAM, "require"), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	t.Run("listen notify", func(t *testing.T) {
+		listener := svc.connect(t, "")
+		if _, err := listener.Exec(ctx, "listen chan1"); err != nil {
+			t.Fatal(err)
+		}
+		other := svc.connect(t, "")
+		if _, err := other.Exec(ctx, "select pg_notify('chan1', 'hello')"); err != nil {
+			t.Fatal(err)
+		}
+		n, err := listener.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Payload != "hello" || n.PID != other.PgConn().PID() {
+			t.Errorf("notification %+v, want payload hello from pid %d", n, other.PgConn().PID())
+		}
+		var pid uint32
+		if err := other.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil || pid != other.PgConn().PID() {
+			t.Errorf("backend key data pid %d, pg_backend_pid %d", other.PgConn().PID(), pid)
+		}
+	})
+	t.Run("large row", func(t *testing.T) {
+		c := svc.connect(t, "")
+		var n int
+		if err := c.QueryRow(ctx, "select length($1::text)", strings.Repeat("y", 32<<20)).Scan(&n); err != nil || n != 32<<20 {
+			t.Fatalf("32 MB parameter: %v %d", err, n)
+		}
+	})
+	t.Run("pipeline", func(t *testing.T) {
+		c := svc.connect(t, "")
+		b := &pgx.Batch{}
+		for i := 0; i < 200; i++ {
+			b.Queue("select $1::int", i)
+		}
+		br := c.SendBatch(ctx, b)
+		for i := 0; i < 200; i++ {
+			var v int
+			if err := br.QueryRow().Scan(&v); err != nil || v != i {
+				t.Fatalf("batch %d: %v %d", i, err, v)
+			}
+		}
+		if err := br.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("terminated by the server", func(t *testing.T) {
+		victim := svc.connect(t, "")
+		killer := svc.connect(t, "")
+		if _, err := killer.Exec(ctx, "select pg_terminate_backend($1)", victim.PgConn().PID()); err != nil {
+			t.Fatal(err)
+		}
+		_, err := victim.Exec(ctx, "select 1")
+		if err == nil {
+			t.Fatal("terminated session still works")
+		}
+		if code := pgErrCode(err); code != "57P01" && !victim.IsClosed() {
+			t.Errorf("error %v", err)
+		}
+	})
+}
