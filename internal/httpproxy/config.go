@@ -1,0 +1,365 @@
+package httpproxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Keys of a service's config block that the proxy itself reads. ParseConfig
+// removes them before the rest of the block goes to the connector.
+const (
+	KeyAuthenticateURLsMatching = "authenticateURLsMatching"
+	KeyForceSSL                 = "forceSSL"
+	KeyCABundle                 = "caBundle"
+	KeyAllowWebSockets          = "allowWebSockets"
+	KeyTimeouts                 = "timeouts"
+	KeyInterceptConnect         = "interceptConnect"
+	KeyPassthroughUnmatched     = "passthroughUnmatched"
+)
+
+// ProxyKeys lists every proxy-level key, in documentation order.
+var ProxyKeys = []string{
+	KeyAuthenticateURLsMatching, KeyForceSSL, KeyCABundle, KeyAllowWebSockets,
+	KeyTimeouts, KeyInterceptConnect, KeyPassthroughUnmatched,
+}
+
+// Default timeouts of a service.
+const (
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultCredentialTimeout     = 30 * time.Second
+)
+
+// Timeouts bound the phases of one proxied request. Zero values take the
+// defaults above, except Request, where zero means no limit (a long upload or
+// download must be allowed to take its time).
+type Timeouts struct {
+	Dial           time.Duration // TCP connect to the target
+	TLSHandshake   time.Duration // TLS handshake with the target
+	ResponseHeader time.Duration // from the end of the request to the response headers
+	IdleConn       time.Duration // how long an idle target connection is kept
+	Credentials    time.Duration // fetching credentials plus running the connector
+	Request        time.Duration // the whole exchange, body included; 0 means none
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Dial, DefaultDialTimeout)
+	def(&t.TLSHandshake, DefaultTLSHandshakeTimeout)
+	def(&t.ResponseHeader, DefaultResponseHeaderTimeout)
+	def(&t.IdleConn, DefaultIdleConnTimeout)
+	def(&t.Credentials, DefaultCredentialTimeout)
+	return t
+}
+
+// Config is the proxy-level part of one HTTP service's config block.
+type Config struct {
+	// Match holds the compiled authenticateURLsMatching patterns. A request
+	// belongs to the service when any pattern matches its absolute URL.
+	Match []*regexp.Regexp
+	// ForceSSL sends requests to the target over TLS whatever scheme the
+	// client used.
+	ForceSSL bool
+	// CABundle is the path of extra PEM roots trusted for targets, on top of
+	// the system roots; "" for none.
+	CABundle string
+	// RootCAs is the system pool plus CABundle; nil means the system roots.
+	RootCAs *x509.CertPool
+	// AllowWebSockets lets "Upgrade: websocket" requests through.
+	AllowWebSockets bool
+	Timeouts        Timeouts
+	// Intercept is the CA that terminates CONNECT tunnels; nil when the
+	// service does not set interceptConnect.
+	Intercept *InterceptCA
+	// PassthroughUnmatched lets requests that match no service through
+	// without credentials. It applies to the whole listener.
+	PassthroughUnmatched bool
+}
+
+// InterceptCA is a CA certificate and key that applications trust, used to
+// issue certificates for the hosts they CONNECT to.
+type InterceptCA struct {
+	CertFile, KeyFile string
+	Cert              tls.Certificate // Leaf is set
+}
+
+// KeyError is a config problem at one key of the block.
+type KeyError struct {
+	Key string // dotted path inside the config block, e.g. "timeouts.dial"
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+func keyErrf(key, format string, args ...any) *KeyError {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ParseConfig reads the proxy-level keys of a service's config block (YAML
+// bytes, nil when the service has none) and returns them with the rest of the
+// block re-encoded as YAML, for the connector's ValidateConfig and
+// NewConnector (nil when nothing is left). Every problem found is returned,
+// joined; each names its key.
+func ParseConfig(block []byte) (*Config, []byte, error) {
+	cfg := &Config{}
+	var root yaml.Node
+	if len(bytes.TrimSpace(block)) > 0 {
+		if err := yaml.Unmarshal(block, &root); err != nil {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	n := &root
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+		return nil, nil, &KeyError{Key: KeyAuthenticateURLsMatching, Msg: "required: list the URL patterns (regular expressions) this service adds credentials to"}
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, nil, errors.New("config: must be a mapping")
+	}
+	var errs []error
+	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if seen[k.Value] {
+			errs = append(errs, keyErrf(k.Value, "appears twice"))
+			continue
+		}
+		seen[k.Value] = true
+		var err error
+		switch k.Value {
+		case KeyAuthenticateURLsMatching:
+			cfg.Match, err = parsePatterns(v)
+		case KeyForceSSL:
+			cfg.ForceSSL, err = parseBool(k.Value, v)
+		case KeyAllowWebSockets:
+			cfg.AllowWebSockets, err = parseBool(k.Value, v)
+		case KeyPassthroughUnmatched:
+			cfg.PassthroughUnmatched, err = parseBool(k.Value, v)
+		case KeyCABundle:
+			cfg.CABundle, cfg.RootCAs, err = parseCABundle(v)
+		case KeyTimeouts:
+			cfg.Timeouts, err = parseTimeouts(v)
+		case KeyInterceptConnect:
+			cfg.Intercept, err = parseIntercept(v)
+		default:
+			rest.Content = append(rest.Content, k, v)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !seen[KeyAuthenticateURLsMatching] {
+		errs = append(errs, &KeyError{Key: KeyAuthenticateURLsMatching, Msg: "required: list the URL patterns (regular expressions) this service adds credentials to"})
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	var restBytes []byte
+	if len(rest.Content) > 0 {
+		b, err := yaml.Marshal(rest)
+		if err != nil {
+			return nil, nil, fmt.Errorf("config: re-encode connector keys: %w", err)
+		}
+		restBytes = b
+	}
+	return cfg, restBytes, nil
+}
+
+func parsePatterns(v *yaml.Node) ([]*regexp.Regexp, error) {
+	key := KeyAuthenticateURLsMatching
+	var items []*yaml.Node
+	switch v.Kind {
+	case yaml.ScalarNode:
+		if v.Tag == "!!null" {
+			return nil, keyErrf(key, "must be a regular expression or a list of them")
+		}
+		items = []*yaml.Node{v}
+	case yaml.SequenceNode:
+		items = v.Content
+	default:
+		return nil, keyErrf(key, "must be a regular expression or a list of them")
+	}
+	if len(items) == 0 {
+		return nil, keyErrf(key, "must list at least one pattern")
+	}
+	var out []*regexp.Regexp
+	var errs []error
+	for i, it := range items {
+		ikey := key
+		if v.Kind == yaml.SequenceNode {
+			ikey = fmt.Sprintf("%s[%d]", key, i)
+		}
+		if it.Kind != yaml.ScalarNode || it.Tag == "!!null" {
+			errs = append(errs, keyErrf(ikey, "must be a string"))
+			continue
+		}
+		if it.Value == "" {
+			errs = append(errs, keyErrf(ikey, "empty pattern would match every URL; write ^ to mean that"))
+			continue
+		}
+		re, err := regexp.Compile(it.Value)
+		if err != nil {
+			errs = append(errs, keyErrf(ikey, "invalid regex %q: %s", it.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: ")))
+			continue
+		}
+		out = append(out, re)
+	}
+	return out, errors.Join(errs...)
+}
+
+func parseBool(key string, v *yaml.Node) (bool, error) {
+	if v.Kind == yaml.ScalarNode {
+		switch strings.ToLower(v.Value) {
+		case "true", "yes", "on":
+			return true, nil
+		case "false", "no", "off":
+			return false, nil
+		}
+	}
+	return false, keyErrf(key, "must be true or false, not %q", v.Value)
+}
+
+func parseCABundle(v *yaml.Node) (string, *x509.CertPool, error) {
+	if v.Kind != yaml.ScalarNode || v.Value == "" {
+		return "", nil, keyErrf(KeyCABundle, "must be the path of a PEM file of CA certificates")
+	}
+	pem, err := os.ReadFile(v.Value)
+	if err != nil {
+		return "", nil, keyErrf(KeyCABundle, "%v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return "", nil, keyErrf(KeyCABundle, "%s holds no PEM certificate", v.Value)
+	}
+	return v.Value, pool, nil
+}
+
+func parseTimeouts(v *yaml.Node) (Timeouts, error) {
+	var t Timeouts
+	if v.Kind != yaml.MappingNode {
+		return t, keyErrf(KeyTimeouts, "must be a mapping of dial, tlsHandshake, responseHeader, idleConn, credentials, request to durations like 30s")
+	}
+	fields := map[string]*time.Duration{
+		"dial": &t.Dial, "tlsHandshake": &t.TLSHandshake, "responseHeader": &t.ResponseHeader,
+		"idleConn": &t.IdleConn, "credentials": &t.Credentials, "request": &t.Request,
+	}
+	var errs []error
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		key := KeyTimeouts + "." + k.Value
+		p, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, keyErrf(key, "unknown timeout (known: credentials, dial, idleConn, request, responseHeader, tlsHandshake)"))
+			continue
+		}
+		d, err := parseDuration(val.Value)
+		if err != nil || val.Kind != yaml.ScalarNode {
+			errs = append(errs, keyErrf(key, "invalid duration %q: write it like 500ms, 30s or 2m", val.Value))
+			continue
+		}
+		*p = d
+	}
+	return t, errors.Join(errs...)
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil && n == 0 {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err == nil && d < 0 {
+		return 0, errors.New("negative")
+	}
+	return d, err
+}
+
+func parseIntercept(v *yaml.Node) (*InterceptCA, error) {
+	key := KeyInterceptConnect
+	if v.Kind != yaml.MappingNode {
+		return nil, keyErrf(key, "must be a mapping with caCert and caKey (PEM file paths)")
+	}
+	ic := &InterceptCA{}
+	var errs []error
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		switch k.Value {
+		case "caCert":
+			ic.CertFile = val.Value
+		case "caKey":
+			ic.KeyFile = val.Value
+		default:
+			errs = append(errs, keyErrf(key+"."+k.Value, "unknown key (known: caCert, caKey)"))
+		}
+	}
+	if ic.CertFile == "" {
+		errs = append(errs, keyErrf(key+".caCert", "required"))
+	}
+	if ic.KeyFile == "" {
+		errs = append(errs, keyErrf(key+".caKey", "required"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cert, err := tls.LoadX509KeyPair(ic.CertFile, ic.KeyFile)
+	if err != nil {
+		return nil, keyErrf(key, "load CA: %v", err)
+	}
+	if !cert.Leaf.IsCA {
+		return nil, keyErrf(key+".caCert", "%s is not a CA certificate (basicConstraints CA:TRUE is required)", ic.CertFile)
+	}
+	ic.Cert = cert
+	return ic, nil
+}
+
+// Route builds the route of a service from its parsed config.
+func (c *Config) Route(service string, conn Connector, fetch FetchFunc) Route {
+	return Route{
+		Service: service, Match: c.Match, ForceSSL: c.ForceSSL, RootCAs: c.RootCAs,
+		AllowWebSockets: c.AllowWebSockets, Timeouts: c.Timeouts,
+		Connector: conn, Fetch: fetch,
+	}
+}
+
+// ListenerOptions merges the listener-wide keys of the services that share
+// one listenOn address: interceptConnect (every service that sets it must
+// name the same files) and passthroughUnmatched (any service turns it on).
+func ListenerOptions(cfgs ...*Config) (Options, error) {
+	var o Options
+	for _, c := range cfgs {
+		if c == nil {
+			continue
+		}
+		if c.PassthroughUnmatched {
+			o.PassthroughUnmatched = true
+		}
+		if c.Intercept != nil {
+			if o.Intercept != nil && (o.Intercept.CertFile != c.Intercept.CertFile || o.Intercept.KeyFile != c.Intercept.KeyFile) {
+				return Options{}, keyErrf(KeyInterceptConnect, "services sharing a listenOn address name different CAs (%s and %s)", o.Intercept.CertFile, c.Intercept.CertFile)
+			}
+			o.Intercept = c.Intercept
+		}
+	}
+	return o, nil
+}

@@ -1,0 +1,613 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	sdkhttp "github.com/secretless-broker/secretless-broker/sdk/connector/http"
+)
+
+// Connector is the SDK's HTTP connector interface.
+type Connector = sdkhttp.Connector
+
+// FetchFunc returns fresh credentials; it is called once per request.
+type FetchFunc = proxy.FetchFunc
+
+// StatusCoder may be implemented by a connector's error to choose the status
+// the client gets (for example 400 for a request the connector cannot sign).
+// Without it a connector error is a 500.
+type StatusCoder interface {
+	HTTPStatus() int
+}
+
+// Route is one HTTP service on a listener.
+type Route struct {
+	Service string
+	// Match: the route serves a request when any pattern matches the
+	// request's absolute URL (scheme://host[:port]/path?query, as the client
+	// addressed it, default ports omitted).
+	Match           []*regexp.Regexp
+	ForceSSL        bool
+	RootCAs         *x509.CertPool // nil: system roots
+	AllowWebSockets bool
+	Timeouts        Timeouts
+	Connector       Connector
+	Fetch           FetchFunc
+}
+
+// Defaults for Options.
+const (
+	DefaultMaxIdleConns        = 1024
+	DefaultMaxIdleConnsPerHost = 256
+	DefaultReadHeaderTimeout   = 30 * time.Second
+	DefaultClientIdleTimeout   = 120 * time.Second
+	DefaultMaxHeaderBytes      = 1 << 20
+)
+
+// Options are listener-wide settings; zero values take the defaults.
+type Options struct {
+	// PassthroughUnmatched sends requests that match no route on without
+	// credentials instead of refusing them with 403.
+	PassthroughUnmatched bool
+	// Intercept enables CONNECT interception with this CA.
+	Intercept *InterceptCA
+	// MaxIdleConns and MaxIdleConnsPerHost bound each route's pool of idle
+	// target connections.
+	MaxIdleConns, MaxIdleConnsPerHost int
+	// ReadHeaderTimeout and IdleTimeout apply to client connections.
+	ReadHeaderTimeout, IdleTimeout time.Duration
+}
+
+// Server is a forward proxy on one listener.
+type Server struct {
+	l      net.Listener
+	log    *slog.Logger
+	opts   Options
+	routes []*route
+	pass   *route // for unmatched requests when passthrough is on
+	via    string // this server's Via token, to detect loops
+	srv    *http.Server
+	rp     *httputil.ReverseProxy
+
+	// interception
+	tunnels *chanListener
+	inner   *http.Server
+	issuer  *certIssuer
+
+	mu       sync.Mutex
+	hijacked map[net.Conn]struct{}
+	hwg      sync.WaitGroup
+	closed   bool
+}
+
+type route struct {
+	Route
+	transport *http.Transport
+}
+
+// New builds a server for l. Routes are tried in order; the first whose
+// pattern matches wins. A nil log discards messages.
+func New(l net.Listener, routes []Route, log *slog.Logger, opts Options) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = DefaultMaxIdleConns
+	}
+	if opts.MaxIdleConnsPerHost <= 0 {
+		opts.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultClientIdleTimeout
+	}
+	var tok [6]byte
+	_, _ = rand.Read(tok[:])
+	s := &Server{l: l, log: log, opts: opts, via: "secretless-" + hex.EncodeToString(tok[:]),
+		hijacked: map[net.Conn]struct{}{}}
+	for _, r := range routes {
+		r.Timeouts = r.Timeouts.withDefaults()
+		s.routes = append(s.routes, &route{Route: r, transport: newTransport(r, opts)})
+	}
+	if opts.PassthroughUnmatched {
+		pr := Route{Service: "(passthrough)", Timeouts: Timeouts{}.withDefaults()}
+		s.pass = &route{Route: pr, transport: newTransport(pr, opts)}
+	}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	s.rp = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      dispatchTransport{},
+		ErrorHandler:   s.errorHandler,
+		ModifyResponse: s.modifyResponse,
+		BufferPool:     bufferPool{},
+		ErrorLog:       errLog,
+	}
+	s.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		ErrorLog:          errLog,
+		// No HTTP/2 on the client side: there is no TLS there, and h2c
+		// upgrades are declined.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+	if opts.Intercept != nil {
+		s.issuer = newCertIssuer(opts.Intercept.Cert)
+		s.tunnels = newChanListener(l.Addr())
+		s.inner = &http.Server{
+			Handler:           http.HandlerFunc(s.serveTunneled),
+			ReadHeaderTimeout: opts.ReadHeaderTimeout,
+			IdleTimeout:       opts.IdleTimeout,
+			MaxHeaderBytes:    DefaultMaxHeaderBytes,
+			ErrorLog:          errLog,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				if tc, ok := c.(*tunnelConn); ok {
+					return context.WithValue(ctx, authorityKey{}, tc.authority)
+				}
+				return ctx
+			},
+		}
+	}
+	return s
+}
+
+func newTransport(r Route, o Options) *http.Transport {
+	d := &net.Dialer{Timeout: r.Timeouts.Dial, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // never chain to $HTTP_PROXY, which may be this broker
+		DialContext:           d.DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: r.RootCAs, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   r.Timeouts.TLSHandshake,
+		ResponseHeaderTimeout: r.Timeouts.ResponseHeader,
+		IdleConnTimeout:       r.Timeouts.IdleConn,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          o.MaxIdleConns,
+		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
+		// Pass Accept-Encoding and compressed bodies through untouched, and
+		// add no header a connector did not see.
+		DisableCompression: true,
+		// HTTP/1.1 only: upgrades and streaming behave the same on every
+		// target.
+		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
+		ReadBufferSize:  32 << 10,
+		WriteBufferSize: 32 << 10,
+	}
+}
+
+// Addr returns the listener's address.
+func (s *Server) Addr() net.Addr { return s.l.Addr() }
+
+// Serve serves until Shutdown, when it returns nil, or until the listener
+// fails.
+func (s *Server) Serve() error {
+	if s.inner != nil {
+		go func() { _ = s.inner.Serve(s.tunnels) }()
+	}
+	err := s.srv.Serve(s.l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets in-flight requests (and upgraded or
+// tunnelled connections) finish until ctx is done, then closes what is left
+// and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	var errs []error
+	errs = append(errs, s.srv.Shutdown(ctx))
+	if s.inner != nil {
+		s.tunnels.Close()
+		errs = append(errs, s.inner.Shutdown(ctx))
+	}
+	done := make(chan struct{})
+	go func() { s.hwg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	if ctx.Err() != nil {
+		_ = s.srv.Close()
+		if s.inner != nil {
+			_ = s.inner.Close()
+		}
+		s.mu.Lock()
+		for c := range s.hijacked {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	for _, r := range s.allRoutes() {
+		r.transport.CloseIdleConnections()
+	}
+	for _, e := range errs {
+		if e != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (s *Server) allRoutes() []*route {
+	rs := s.routes
+	if s.pass != nil {
+		rs = append(rs[:len(rs):len(rs)], s.pass)
+	}
+	return rs
+}
+
+// match returns the first route whose pattern matches u.
+func (s *Server) match(u string) *route {
+	for _, r := range s.routes {
+		for _, re := range r.Match {
+			if re.MatchString(u) {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+type stateKey struct{}
+type authorityKey struct{}
+
+// reqState travels with one request through the ReverseProxy.
+type reqState struct {
+	route  *route
+	target *url.URL
+	err    error // set by rewrite; makes the round trip fail
+	start  time.Time
+	shown  string // URL for logs and messages (no query, no userinfo)
+}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		s.serveConnect(w, r)
+		return
+	}
+	if !r.URL.IsAbs() {
+		writeError(w, http.StatusBadRequest, "secretless: this is a forward proxy: send absolute-form request URIs (set http_proxy=http://"+s.l.Addr().String()+" in the client)")
+		return
+	}
+	s.proxy(w, r, r.URL)
+}
+
+// serveTunneled serves requests decrypted from an intercepted CONNECT tunnel.
+func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
+	authority, _ := r.Context().Value(authorityKey{}).(string)
+	if r.Method == http.MethodConnect || authority == "" {
+		writeError(w, http.StatusBadRequest, "secretless: CONNECT inside a tunnel is not supported")
+		return
+	}
+	u := &url.URL{Scheme: "https", Host: stripDefaultPort("https", authority),
+		Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	s.proxy(w, r, u)
+}
+
+func stripDefaultPort(scheme, hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return hostport
+}
+
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
+	if u.Scheme != "http" && u.Scheme != "https" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("secretless: unsupported URL scheme %q: use http:// (with forceSSL on the service) or https://", u.Scheme))
+		return
+	}
+	if u.Host == "" {
+		writeError(w, http.StatusBadRequest, "secretless: request URL has no host")
+		return
+	}
+	for _, v := range r.Header["Via"] {
+		if strings.Contains(v, s.via) {
+			writeError(w, http.StatusLoopDetected, "secretless: request loops back to this proxy")
+			return
+		}
+	}
+	target := *u
+	target.User = nil
+	target.Fragment, target.RawFragment = "", ""
+	target.Host = stripDefaultPort(target.Scheme, target.Host)
+	matchURL := target.String()
+	shown := (&url.URL{Scheme: target.Scheme, Host: target.Host, Path: target.Path, RawPath: target.RawPath}).String()
+	rt := s.match(matchURL)
+	if rt == nil {
+		if s.pass == nil {
+			s.log.Info("request matches no service; refused", "url", shown, "client", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "secretless: no service on this listener authenticates "+shown+
+				"; add a pattern matching it to a service's authenticateURLsMatching")
+			return
+		}
+		rt = s.pass
+	}
+	if up := upgradeType(r.Header); up != "" {
+		switch {
+		case up == "h2c":
+			// Declined: the request is served as plain HTTP/1.1.
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+		case up == "websocket" && rt.AllowWebSockets:
+			w = &hijackTracker{ResponseWriter: w, s: s}
+		case up == "websocket":
+			writeError(w, http.StatusForbidden, fmt.Sprintf("secretless: service %s does not allow WebSocket upgrades (set allowWebSockets: true)", rt.Service))
+			return
+		default:
+			writeError(w, http.StatusForbidden, fmt.Sprintf("secretless: upgrade to %q is not supported", up))
+			return
+		}
+	}
+	if rt.ForceSSL {
+		target.Scheme = "https"
+		target.Host = stripDefaultPort("https", target.Host)
+	}
+	st := &reqState{route: rt, target: &target, start: time.Now(), shown: shown}
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	if rt.Timeouts.Request > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeouts.Request)
+		defer cancel()
+	}
+	s.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func upgradeType(h http.Header) string {
+	hasUpgrade := false
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				hasUpgrade = true
+			}
+		}
+	}
+	if !hasUpgrade {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
+}
+
+// rewrite runs after the ReverseProxy removed hop-by-hop headers: it points
+// the request at the target and lets the connector add credentials.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	st := stateOf(pr.In.Context())
+	out := pr.Out
+	out.URL = st.target
+	out.Host = ""
+	for k := range out.Header {
+		if strings.HasPrefix(k, "Proxy-") {
+			delete(out.Header, k)
+		}
+	}
+	out.Header["Via"] = append(out.Header["Via"], "1.1 "+s.via)
+	if st.route.Connector == nil {
+		return
+	}
+	st.err = s.decorate(out, st.route)
+}
+
+// decorate fetches credentials, runs the connector and zeroes the
+// credentials. A connector panic becomes an error.
+func (s *Server) decorate(out *http.Request, r *route) (err error) {
+	ctx, cancel := context.WithTimeout(out.Context(), r.Timeouts.Credentials)
+	defer cancel()
+	creds, err := r.Fetch(ctx)
+	if err != nil {
+		return &proxyError{status: http.StatusBadGateway, public: "credentials for service " + r.Service + " are unavailable",
+			err: fmt.Errorf("fetch credentials: %w", err)}
+	}
+	defer creds.Zero()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Debug("connector panic stack", "service", r.Service, "stack", string(debug.Stack()))
+			err = &proxyError{status: http.StatusInternalServerError, public: "connector of service " + r.Service + " failed",
+				err: proxy.Redact(fmt.Errorf("connector panicked: %v", p), creds)}
+		}
+	}()
+	if cerr := r.Connector.Connect(out, creds); cerr != nil {
+		status := http.StatusInternalServerError
+		var sc StatusCoder
+		if errors.As(cerr, &sc) && sc.HTTPStatus() >= 400 && sc.HTTPStatus() <= 599 {
+			status = sc.HTTPStatus()
+		}
+		red := proxy.Redact(cerr, creds)
+		public := "connector of service " + r.Service + " failed"
+		if status < 500 {
+			// A 4xx from a built-in connector explains what the client must
+			// change; its text was checked to hold no secret (and redacted).
+			public = red.Error()
+		}
+		return &proxyError{status: status, public: public, err: fmt.Errorf("connector: %w", red)}
+	}
+	if n := len(out.Header["Authorization"]); n > 1 {
+		return &proxyError{status: http.StatusInternalServerError, public: "connector of service " + r.Service + " failed",
+			err: fmt.Errorf("connector left %d Authorization headers; exactly one may reach the target", n)}
+	}
+	if out.URL == nil || out.URL.Host == "" {
+		return &proxyError{status: http.StatusInternalServerError, public: "connector of service " + r.Service + " failed",
+			err: errors.New("connector removed the target URL")}
+	}
+	return nil
+}
+
+// proxyError is a failure before the round trip, with the text the client
+// may see.
+type proxyError struct {
+	status int
+	public string
+	err    error
+}
+
+func (e *proxyError) Error() string { return e.err.Error() }
+func (e *proxyError) Unwrap() error { return e.err }
+
+// dispatchTransport sends each request with its route's transport, or fails
+// it with the error rewrite recorded.
+type dispatchTransport struct{}
+
+func (dispatchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	st := stateOf(r.Context())
+	if st == nil {
+		return nil, errors.New("httpproxy: request without route state")
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	return st.route.transport.RoundTrip(r)
+}
+
+func (s *Server) modifyResponse(res *http.Response) error {
+	if s.log.Enabled(res.Request.Context(), slog.LevelDebug) {
+		if st := stateOf(res.Request.Context()); st != nil {
+			s.log.Debug("request proxied", "service", st.route.Service, "method", res.Request.Method,
+				"url", st.shown, "status", res.StatusCode, "duration", time.Since(st.start))
+		}
+	}
+	return nil
+}
+
+func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r.Context())
+	service, shown := "", ""
+	if st != nil {
+		service, shown = st.route.Service, st.shown
+	}
+	status := http.StatusBadGateway
+	var public string
+	var pe *proxyError
+	var ne net.Error
+	switch {
+	case errors.As(err, &pe):
+		status, public = pe.status, pe.public
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		status, public = http.StatusGatewayTimeout, "target timed out: "+err.Error()
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		s.log.Debug("client went away", "service", service, "url", shown)
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	default:
+		public = "target unreachable or failed: " + err.Error()
+	}
+	level := slog.LevelWarn
+	if status < 500 {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "error", err)
+	writeError(w, status, "secretless: "+public)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Secretless-Error", "1")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintln(w, msg)
+}
+
+// bufferPool recycles the ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(bufPool.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { bufPool.Put(&b) }
+
+// hijackTracker records connections the ReverseProxy takes over for an
+// upgrade, so Shutdown can wait for them and close them when time is up.
+type hijackTracker struct {
+	http.ResponseWriter
+	s *Server
+}
+
+func (h *hijackTracker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := h.s.trackHijacked(c)
+	if tc == nil {
+		_ = c.Close()
+		return nil, nil, errors.New("server is shutting down")
+	}
+	return tc, brw, nil
+}
+
+func (h *hijackTracker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// trackHijacked registers c until it is closed.
+func (s *Server) trackHijacked(c net.Conn) net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.hijacked[c] = struct{}{}
+	s.hwg.Add(1)
+	return &trackedConn{Conn: c, s: s}
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (t *trackedConn) Close() error {
+	err := t.Conn.Close()
+	t.once.Do(func() {
+		t.s.mu.Lock()
+		delete(t.s.hijacked, t.Conn)
+		t.s.mu.Unlock()
+		t.s.hwg.Done()
+	})
+	return err
+}
+
+// CloseWrite passes half-closes on, which the ReverseProxy's upgrade copy
+// uses when available.
+func (t *trackedConn) CloseWrite() error {
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+var _ http.Hijacker = (*hijackTracker)(nil)
