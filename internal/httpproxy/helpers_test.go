@@ -101,15 +101,15 @@ func (ca *testCA) serverCert(t testing.TB) tls.Certificate {
 
 // echoed is what the echo target saw.
 type echoed struct {
-	Method           string              `json:"method"`
-	Host             string              `json:"host"`
-	URI              string              `json:"uri"`
-	Header           http.Header         `json:"header"`
-	BodySHA256       string              `json:"bodySHA256"`
-	BodyLen          int64               `json:"bodyLen"`
-	ContentLength    int64               `json:"contentLength"`
-	TransferEncoding []string            `json:"transferEncoding"`
-	TLS              bool                `json:"tls"`
+	Method           string      `json:"method"`
+	Host             string      `json:"host"`
+	URI              string      `json:"uri"`
+	Header           http.Header `json:"header"`
+	BodySHA256       string      `json:"bodySHA256"`
+	BodyLen          int64       `json:"bodyLen"`
+	ContentLength    int64       `json:"contentLength"`
+	TransferEncoding []string    `json:"transferEncoding"`
+	TLS              bool        `json:"tls"`
 }
 
 // target is an echo server that counts the connections it accepted.
