@@ -1,0 +1,148 @@
+package httpproxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/secretless-broker/secretless-broker/internal/connectors/basicauth"
+	"github.com/secretless-broker/secretless-broker/internal/connectors/generichttp"
+)
+
+// curl runs curl through the proxy and returns its stdout.
+func curl(t *testing.T, proxyAddr string, args ...string) []byte {
+	t.Helper()
+	bin := requireTool(t, "curl")
+	full := append([]string{"-sS", "--fail-with-body", "--max-time", "30", "-x", "http://" + proxyAddr}, args...)
+	cmd := exec.Command(bin, full...)
+	// curl honours these; the test passes -x explicitly and wants no other proxy.
+	cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "no_proxy=", "NO_PROXY=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("curl %s: %v\nstdout %s\nstderr %s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out
+}
+
+func TestCurlThroughProxy(t *testing.T) {
+	ca := newTestCA(t, "target CA")
+	caFile, _ := ca.files(t)
+	plain := newTarget(t, nil, nil)
+	secure := newTarget(t, ca, nil)
+	basic, _ := routeFromYAML(t, "basic", "authenticateURLsMatching: '^http://[^/]+/basic'\nforceSSL: true\ncaBundle: "+caFile,
+		basicauth.Plugin(), staticFetch(map[string]string{"username": "carol", "password": "pa:ss word"}))
+	generic, _ := routeFromYAML(t, "generic", "authenticateURLsMatching: '^http://[^/]+/generic'\nheaders:\n  X-Api-Key: '{{ .key }}'\n",
+		generichttp.Plugin(), staticFetch(map[string]string{"key": "k-42"}))
+	s, _ := startProxy(t, []Route{basic, generic}, Options{})
+	addr := s.Addr().String()
+	decode := func(t *testing.T, b []byte) echoed {
+		var e echoed
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatalf("decode %q: %v", b, err)
+		}
+		return e
+	}
+
+	t.Run("basic_auth over forceSSL replaces curl's -u", func(t *testing.T) {
+		e := decode(t, curl(t, addr, "-u", "fake:fake", "http://"+secure.hostPort()+"/basic/x"))
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte("carol:pa:ss word"))
+		if got := e.Header["Authorization"]; len(got) != 1 || got[0] != want || !e.TLS {
+			t.Fatalf("Authorization %q tls %v", got, e.TLS)
+		}
+	})
+	t.Run("generic_http header", func(t *testing.T) {
+		e := decode(t, curl(t, addr, "-H", "X-Api-Key: mine", "http://"+plain.hostPort()+"/generic/y"))
+		if got := e.Header["X-Api-Key"]; len(got) != 1 || got[0] != "k-42" {
+			t.Fatalf("X-Api-Key %q", got)
+		}
+	})
+	t.Run("5 MB chunked upload", func(t *testing.T) {
+		data := make([]byte, 5<<20)
+		_, _ = rand.Read(data)
+		f := filepath.Join(t.TempDir(), "up.bin")
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e := decode(t, curl(t, addr, "-X", "PUT", "-H", "Transfer-Encoding: chunked", "--data-binary", "@"+f, "http://"+plain.hostPort()+"/generic/up"))
+		sum := sha256.Sum256(data)
+		if e.BodySHA256 != hex.EncodeToString(sum[:]) || e.BodyLen != int64(len(data)) || len(e.TransferEncoding) == 0 {
+			t.Fatalf("target got %d bytes sha %s te %q", e.BodyLen, e.BodySHA256, e.TransferEncoding)
+		}
+	})
+	t.Run("empty POST", func(t *testing.T) {
+		e := decode(t, curl(t, addr, "-X", "POST", "-H", "Content-Length: 0", "http://"+plain.hostPort()+"/generic/empty"))
+		if e.BodyLen != 0 || e.ContentLength != 0 || e.Header.Get("Content-Length") != "0" {
+			t.Fatalf("target saw %+v", e)
+		}
+	})
+	t.Run("unmatched refused", func(t *testing.T) {
+		bin := requireTool(t, "curl")
+		out, _ := exec.Command(bin, "-s", "-x", "http://"+addr, "-o", "/dev/stderr", "-w", "%{http_code}", "http://"+plain.hostPort()+"/other").Output()
+		if string(out) != "403" {
+			t.Fatalf("status %s", out)
+		}
+	})
+	t.Run("https URL gets the CONNECT refusal", func(t *testing.T) {
+		bin := requireTool(t, "curl")
+		cmd := exec.Command(bin, "-sS", "-v", "-x", "http://"+addr, "https://"+secure.hostPort()+"/basic")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "405 CONNECT refused: send http:// URLs") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+	})
+}
+
+func TestDebugLogHoldsNoSecrets(t *testing.T) {
+	secrets := map[string]string{"username": "dave", "password": "pw-SECRET-1", "token": "tok-SECRET-2",
+		"consumer_key": "ck-SECRET-3", "consumer_secret": "cs-SECRET-4", "api_key": "key-SECRET-5"}
+	tg := newTarget(t, nil, nil)
+	basic, _ := routeFromYAML(t, "basic", "authenticateURLsMatching: '/basic'", basicauth.Plugin(), staticFetch(secrets))
+	generic, _ := routeFromYAML(t, "generic", "authenticateURLsMatching: '/generic'\nheaders:\n  X-T: '{{ .token }}'\nqueryParams:\n  key: '{{ .api_key }}'\n",
+		generichttp.Plugin(), staticFetch(secrets))
+	oauth, _ := routeFromYAML(t, "oauth", "authenticateURLsMatching: '/oauth'\noauth1:\n  consumer_key: '{{ .consumer_key }}'\n  consumer_secret: '{{ .consumer_secret }}'\n",
+		generichttp.Plugin(), staticFetch(secrets))
+	broken, _ := routeFromYAML(t, "broken", "authenticateURLsMatching: '/broken'\nheaders:\n  X-T: '{{ .missing }}'\n",
+		generichttp.Plugin(), staticFetch(secrets))
+	s, logs := startProxy(t, []Route{basic, generic, oauth, broken}, Options{})
+	c := proxyClient(s, nil)
+	for _, p := range []string{"/basic", "/generic?x=1", "/oauth?y=2", "/broken"} {
+		resp, err := c.Get("http://" + tg.hostPort() + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := c.Get("http://127.0.0.1:1/generic?z=3") // unreachable target, with the key in the query
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	out := logs.String()
+	if !strings.Contains(out, "level=DEBUG") || !strings.Contains(out, "request proxied") {
+		t.Fatalf("debug logging not on:\n%s", out)
+	}
+	for name, v := range secrets {
+		if name == "username" {
+			continue
+		}
+		for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v)), strings.ReplaceAll(v, "-", "%2D")} {
+			if strings.Contains(out, form) {
+				t.Errorf("log contains %s (%q):\n%s", name, form, out)
+			}
+		}
+	}
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("unreachable target: status %d", resp.StatusCode)
+	}
+}
