@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -123,15 +124,20 @@ func startupParams(client []param, t *target) []param {
 	out := make([]param, 0, len(client)+len(t.extra)+2)
 	out = append(out, param{"user", t.username})
 	db := t.database
-	overridden := map[string]bool{"user": true, "database": true}
+	// Setting names are case-insensitive in the server, and the encoder
+	// does not keep an order, so a credential overrides any spelling.
+	overridden := map[string]bool{}
 	for _, p := range t.extra {
-		overridden[p.key] = true
+		overridden[strings.ToLower(p.key)] = true
 	}
 	for _, p := range client {
-		if p.key == "database" && db == "" {
-			db = p.value
-		}
-		if !overridden[p.key] {
+		switch {
+		case p.key == "database":
+			if db == "" {
+				db = p.value
+			}
+		case p.key == "user" || overridden[strings.ToLower(p.key)]:
+		default:
 			out = append(out, p)
 		}
 	}
@@ -480,6 +486,10 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			if errors.Is(err, errServerMsgSize) {
 				return protoErr("%w", err)
 			}
+			if isTimeout(err) {
+				return newError(ErrTargetUnreachable, codeConnectionFailure,
+					"the PostgreSQL server did not answer in time", err)
+			}
 			return newError(ErrTargetUnreachable, codeConnectionFailure,
 				"the PostgreSQL server closed the connection during the startup", err)
 		}
@@ -616,4 +626,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			return protoErr("unexpected message %T", m)
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

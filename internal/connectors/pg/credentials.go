@@ -106,6 +106,9 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 		t.network, t.addr = "tcp", net.JoinHostPort(host, port)
 	}
 	for name, v := range creds {
+		if name == "user" {
+			return nil, credErr(name, "not allowed: the login role comes from the username credential")
+		}
 		if !knownCredentials[name] {
 			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(string(v), 0) >= 0 {
 				return nil, credErr(name, "contains a NUL byte")

@@ -118,3 +118,7 @@ func readFrontendMsg(c net.Conn) (byte, []byte, error) {
 	_, err := io.ReadFull(c, body)
 	return hdr[0], body, err
 }
+
+// drain reads until the peer closes: a fake server that waits for the
+// broker to give up.
+func drain(c net.Conn) { _, _ = io.Copy(io.Discard, c) }

@@ -80,7 +80,7 @@ func saslPrep(pw []byte) []byte {
 			mapped = utf8.AppendRune(mapped, r)
 		}
 	}
-	out := norm.NFKC.Bytes(mapped)
+	out := norm.NFKC.Append(nil, mapped...) // a new slice: mapped is zeroed
 	clear(mapped)
 	if len(out) == 0 || !saslPrepAllowed(out) {
 		clear(out)

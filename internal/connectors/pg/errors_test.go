@@ -1,0 +1,184 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// TestErrors checks every failure: the client gets one FATAL ErrorResponse
+// with the right SQLSTATE within about a second, its text never holds the
+// password, and Connect returns an error of the right kind (the harness
+// also checks that no returned error and no log line holds a password).
+func TestErrors(t *testing.T) {
+	srv := needServer(t)
+	closedPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := func(h func(net.Conn)) string { return fmt.Sprint(fakeServer(t, h)) }
+	// afterStartup runs a fake server that reads the startup and then h.
+	afterStartup := func(h func(c net.Conn)) string {
+		return fake(func(c net.Conn) {
+			if _, err := fakeReadStartup(c); err != nil {
+				return
+			}
+			h(c)
+		})
+	}
+	// saslThen starts SCRAM and hands over the client's final message.
+	saslThen := func(mechs []string, h func(c net.Conn, clientNonce string)) string {
+		return afterStartup(func(c net.Conn) {
+			_ = writeMsgs(c, &pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
+			typ, body, err := readFrontendMsg(c)
+			if err != nil || typ != 'p' {
+				return
+			}
+			var ir pgproto3.SASLInitialResponse
+			if ir.Decode(body) != nil {
+				return
+			}
+			_, nonce, _ := strings.Cut(string(ir.Data), ",r=")
+			h(c, nonce)
+		})
+	}
+	scramContinue := func(c net.Conn, nonce string) bool {
+		_ = writeMsgs(c, &pgproto3.AuthenticationSASLContinue{
+			Data: []byte("r=" + nonce + "SERVER,s=c2FsdHNhbHQ=,i=4096")})
+		typ, _, err := readFrontendMsg(c)
+		return err == nil && typ == 'p'
+	}
+
+	tests := []struct {
+		name     string
+		role     role
+		creds    map[string]string // merged over the role's credentials
+		config   string
+		dsn      string
+		wantCode string
+		wantText string
+		wantKind error
+	}{
+		{name: "wrong password", creds: map[string]string{"password": "definitely-Wrong-9"},
+			wantCode: codeInvalidPassword, wantText: "password authentication failed", wantKind: ErrServerRejected},
+		{name: "md5 stored role under scram hba", role: roleMD5inSCRAM,
+			wantCode: codeInvalidPassword, wantText: "password authentication failed", wantKind: ErrServerRejected},
+		{name: "unknown database", dsn: "dbname=no_such_db",
+			wantCode: codeInvalidCatalogName, wantText: `database "no_such_db" does not exist`, wantKind: ErrServerRejected},
+		{name: "too many connections", role: roleLimited,
+			wantCode: codeTooManyConnections, wantText: "too many connections", wantKind: ErrServerRejected},
+		{name: "target unreachable", creds: map[string]string{"port": fmt.Sprint(closedPort)},
+			wantCode: codeUnableToConnect, wantText: "could not connect", wantKind: ErrTargetUnreachable},
+		{name: "unknown target host", creds: map[string]string{"host": "no-such-host.invalid"},
+			wantCode: codeUnableToConnect, wantText: "could not connect", wantKind: ErrTargetUnreachable},
+		{name: "missing host credential", creds: map[string]string{"host": ""},
+			wantCode: codeUnableToConnect, wantText: "credentials", wantKind: ErrConfig},
+		{name: "bad sslmode credential", creds: map[string]string{"sslmode": "sometimes"},
+			wantCode: codeUnableToConnect, wantText: "credentials", wantKind: ErrConfig},
+		{name: "invalid config block", config: "tls:\n  cert: /nonexistent\n  key: /nonexistent\n",
+			wantCode: codeUnableToConnect, wantText: "configuration", wantKind: ErrConfig},
+		{name: "server closes during startup", creds: map[string]string{"port": afterStartup(func(net.Conn) {})},
+			wantCode: codeConnectionFailure, wantText: "closed the connection", wantKind: ErrTargetUnreachable},
+		{name: "server never answers", config: "handshakeTimeout: 500ms",
+			creds:    map[string]string{"port": afterStartup(drain)},
+			wantCode: codeConnectionFailure, wantText: "did not answer in time", wantKind: ErrTargetUnreachable},
+		{name: "gssapi requested", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
+			_ = writeMsgs(c, &pgproto3.AuthenticationGSS{})
+			drain(c)
+		})}, wantCode: codeInvalidAuthSpec, wantText: "GSSAPI", wantKind: ErrUnsupportedAuth},
+		{name: "sspi requested", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
+			_, _ = c.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 9})
+			drain(c)
+		})}, wantCode: codeInvalidAuthSpec, wantText: "SSPI", wantKind: ErrUnsupportedAuth},
+		{name: "unknown sasl mechanism", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
+			_ = writeMsgs(c, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-1", "OAUTHBEARER"}})
+			drain(c)
+		})}, wantCode: codeInvalidAuthSpec, wantText: "SASL mechanism", wantKind: ErrUnsupportedAuth},
+		{name: "forged scram server signature", creds: map[string]string{"port": saslThen([]string{mechSCRAM}, func(c net.Conn, nonce string) {
+			if scramContinue(c, nonce) {
+				_ = writeMsgs(c, &pgproto3.AuthenticationSASLFinal{Data: []byte("v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")},
+					&pgproto3.AuthenticationOk{})
+				drain(c)
+			}
+		})}, wantCode: codeInvalidAuthSpec, wantText: "failed to prove", wantKind: ErrServerAuth},
+		{name: "authentication ok without scram final", creds: map[string]string{"port": saslThen([]string{mechSCRAM}, func(c net.Conn, nonce string) {
+			if scramContinue(c, nonce) {
+				_ = writeMsgs(c, &pgproto3.AuthenticationOk{})
+				drain(c)
+			}
+		})}, wantCode: codeInvalidAuthSpec, wantText: "did not complete SCRAM", wantKind: ErrServerAuth},
+		{name: "scram nonce not extended", creds: map[string]string{"port": saslThen([]string{mechSCRAM}, func(c net.Conn, nonce string) {
+			_ = writeMsgs(c, &pgproto3.AuthenticationSASLContinue{Data: []byte("r=other,s=c2FsdA==,i=4096")})
+			drain(c)
+		})}, wantCode: codeInvalidAuthSpec, wantText: "invalid SCRAM exchange", wantKind: ErrServerAuth},
+		{name: "scram iteration count out of range", creds: map[string]string{"port": saslThen([]string{mechSCRAM}, func(c net.Conn, nonce string) {
+			_ = writeMsgs(c, &pgproto3.AuthenticationSASLContinue{Data: []byte("r=" + nonce + "x,s=c2FsdA==,i=2000000000")})
+			drain(c)
+		})}, wantCode: codeInvalidAuthSpec, wantText: "invalid SCRAM exchange", wantKind: ErrServerAuth},
+		{name: "oversized server message", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
+			_, _ = c.Write([]byte{'R', 0x7f, 0, 0, 0})
+			drain(c)
+		})}, wantCode: codeConnectionFailure, wantText: "broke the protocol", wantKind: ErrTargetProtocol},
+		{name: "unexpected message before authentication", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
+			_ = writeMsgs(c, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+			drain(c)
+		})}, wantCode: codeConnectionFailure, wantText: "broke the protocol", wantKind: ErrTargetProtocol},
+		{name: "bytes injected after S", creds: map[string]string{"sslmode": "require", "port": fake(func(c net.Conn) {
+			if p, err := readStartupPacket(c, nil); err != nil || p.kind != kindSSLRequest {
+				return
+			}
+			_, _ = c.Write([]byte("SR\x00\x00\x00\x08\x00\x00\x00\x00"))
+			drain(c)
+		})}, wantCode: codeConnectionFailure, wantText: "unencrypted data after SSL response", wantKind: ErrTargetProtocol},
+		{name: "invalid answer to ssl request", creds: map[string]string{"sslmode": "require", "port": fake(func(c net.Conn) {
+			if _, err := readStartupPacket(c, nil); err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("X"))
+			drain(c)
+		})}, wantCode: codeConnectionFailure, wantText: "invalid response to SSL negotiation", wantKind: ErrTargetProtocol},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := tc.role
+			if r.name == "" {
+				r = roleSCRAM
+			}
+			creds := baseCreds(srv, r, "disable")
+			for k, v := range tc.creds {
+				creds[k] = v
+				if v == "" {
+					delete(creds, k)
+				}
+			}
+			svc := newService(t, creds, tc.config)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			c, err := pgx.Connect(ctx, svc.dsn(tc.dsn))
+			if err == nil {
+				c.Close(ctx)
+				t.Fatal("connected")
+			}
+			if d := time.Since(start); d > 1500*time.Millisecond {
+				t.Errorf("the error took %s to reach the client", d)
+			}
+			checkPgError(t, err, tc.wantCode, tc.wantText, r.password)
+			deadline := time.Now().Add(2 * time.Second)
+			for svc.lastError() == nil && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got := svc.lastError(); !errors.Is(got, tc.wantKind) {
+				t.Errorf("Connect returned %v, want kind %v", got, tc.wantKind)
+			}
+		})
+	}
+}
