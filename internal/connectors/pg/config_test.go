@@ -215,3 +215,34 @@ func TestStartupParamsBuild(t *testing.T) {
 		t.Errorf("missing database does not default to the user name: %v", got)
 	}
 }
+
+// TestDocExampleConfig checks that the config block shown in the package
+// documentation loads (with its file paths pointed at test files).
+func TestDocExampleConfig(t *testing.T) {
+	src, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(src)
+	start := strings.Index(doc, "//\tconfig:\n")
+	if start < 0 {
+		t.Fatal("no config example in doc.go")
+	}
+	var lines []string
+	for _, l := range strings.Split(doc[start:], "\n")[1:] {
+		if !strings.HasPrefix(l, "//\t") {
+			break
+		}
+		lines = append(lines, strings.TrimPrefix(l, "//\t  "))
+	}
+	pki, err := newTestPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := strings.Join(lines, "\n")
+	example = strings.ReplaceAll(example, "/etc/broker/pg.crt", pki.serverCertFile)
+	example = strings.ReplaceAll(example, "/etc/broker/pg.key", pki.serverKeyFile)
+	if err := Plugin().(tcp.Validator).ValidateConfig([]byte(example)); err != nil {
+		t.Fatalf("documented example does not load: %v\n%s", err, example)
+	}
+}

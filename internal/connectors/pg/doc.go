@@ -1,0 +1,144 @@
+// Package pg is the PostgreSQL connector (id "pg"). Clients such as psql,
+// pgbench, pgx, lib/pq, JDBC or any libpq program connect to the service's
+// listener (TCP, or a unix socket directory holding ".s.PGSQL.<port>")
+// without a password; the connector logs in to the real server with the
+// service's credentials and hands the authenticated connection to the
+// broker, which relays bytes untouched from then on. It is built in, on the
+// same SDK interface (sdk/connector/tcp) that plugins use.
+//
+// # Credentials
+//
+// Names and defaults match CyberArk Secretless's pg connector:
+//
+//	host         server host name or address; a value starting with "/" is a
+//	             unix socket directory (as in libpq; TLS is never used there)
+//	port         default 5432
+//	username     the role to log in as (required)
+//	password     used for password, md5 and SCRAM-SHA-256 authentication
+//	database     optional: fixes the database, whatever the client asks for
+//	sslmode      disable, allow, prefer, require (the default), verify-ca,
+//	             verify-full, with libpq's semantics (below)
+//	sslrootcert  CA certificates to verify the server with, or "system"
+//	sslcert      client certificate (with sslkey), for "cert" authentication
+//	sslkey       private key of sslcert (unencrypted)
+//	sslhost      the name verify-full checks in the server certificate (and
+//	             sends as SNI) instead of host
+//
+// sslrootcert, sslcert and sslkey each hold either PEM contents or a file
+// path: a value containing the marker "-----BEGIN" is PEM, any other value
+// is the path of a file (surrounding whitespace trimmed) that must itself
+// contain PEM data. Files are read anew for every connection, so rotated
+// certificates take effect without a restart.
+//
+// Every other credential is sent to the server as a startup parameter (for
+// example application_name, search_path, DateStyle, options), and wins over
+// a client's parameter of the same name. A credential named "user" is
+// refused: the role always comes from username.
+//
+// sslmode follows libpq: disable never encrypts; allow tries plaintext and
+// retries with TLS if the server refuses the session; prefer tries TLS
+// (plaintext if the server has no TLS, and a retry in plaintext if the
+// handshake fails or the server refuses the session); require insists on
+// TLS. allow, prefer and require verify the certificate chain only when
+// sslrootcert is given (as libpq does when a root certificate file exists).
+// verify-ca verifies the chain (against the system roots when sslrootcert is
+// not given); verify-full also checks that the certificate names sslhost, or
+// host. TLS 1.2 is the minimum, like the server's default.
+//
+// # Config block
+//
+// The optional config block offers TLS to clients and sets timeouts:
+//
+//	config:
+//	  tls:                  # offer TLS to clients (SSLRequest and direct TLS)
+//	    cert: /etc/broker/pg.crt   # PEM contents or a file path, as above
+//	    key: /etc/broker/pg.key
+//	    require: false      # true: refuse clients that do not use TLS
+//	    minVersion: "1.2"   # or "1.3"
+//	  connectTimeout: 5s    # dialing the server, per attempt
+//	  handshakeTimeout: 30s # the whole startup, client and server side
+//	  scramCacheSize: 64    # derived SCRAM keys kept; 0 disables the cache
+//
+// Unknown keys and bad values stop start-up; the error names the key, as in
+// "config.tls.cert: required when tls is set (PEM contents or a file path)".
+// The certificate and key are read once, when the service starts.
+//
+// # Client side
+//
+// The first packet can be a StartupMessage, an SSLRequest, a GSSENCRequest,
+// a CancelRequest, or a TLS ClientHello (PostgreSQL 17's
+// sslnegotiation=direct). GSSENCRequest is always answered 'N'; SSLRequest
+// is answered 'S' when the config block has tls, 'N' otherwise, and the
+// client continues on the same socket. A direct TLS ClientHello is accepted
+// when tls is configured (ALPN "postgresql" is required, as PostgreSQL 17
+// does) and answered with a TLS handshake_failure alert otherwise. Length
+// words out of range are refused before anything is allocated, and bytes
+// already waiting behind an SSLRequest (possibly injected, CVE-2021-23214)
+// refuse the connection.
+//
+// Every startup parameter is forwarded except user, which comes from the
+// credentials; the database is the database credential, else the client's,
+// else the user name (the server's own default). The protocol version is
+// forwarded as the client sent it, so 3.0 and 3.2 clients work and the
+// server's NegotiateProtocolVersion reaches them. Replication connections
+// (replication=true or database) are relayed like any other. The client is
+// never asked for a password: it sees AuthenticationOk followed by the
+// server's ParameterStatus, BackendKeyData and ReadyForQuery messages.
+//
+// With client TLS, the connector terminates TLS and relays the decrypted
+// stream to the server itself; the connection it returns to the broker is
+// one end of an in-memory pipe that carries the client's TLS records.
+//
+// # Cancellation
+//
+// The server's BackendKeyData is relayed to the client unchanged (clients
+// need the real process id, for example to recognise their own
+// notifications), and the connector remembers, per service, which server
+// (address and TLS settings) each key belongs to until the session's server
+// connection closes. A CancelRequest arriving on a new client connection is
+// forwarded to that server, over TLS if the session used TLS; one with an
+// unknown key is dropped, as PostgreSQL does. Connect then returns a
+// connection that reads as end-of-file, so the broker's relay ends as soon
+// as the client closes, without logging an error.
+//
+// # Server side
+//
+// The connector answers whichever authentication the server asks for:
+// trust (including cert), cleartext password, md5, SCRAM-SHA-256, and
+// SCRAM-SHA-256-PLUS with tls-server-end-point channel binding on TLS (when
+// the certificate's signature algorithm defines one). The server's SCRAM
+// signature is verified before AuthenticationOk is believed. GSSAPI, SSPI,
+// Kerberos and other SASL mechanisms get a FATAL error. SCRAM passwords are
+// SASLprep'ed as PostgreSQL does (see saslprep.go for one limitation).
+//
+// SCRAM's expensive key derivation (PBKDF2 with the server's salt and
+// iteration count) is cached: the ClientKey and ServerKey are stored under
+// an HMAC, with a random per-process key, of the password, salt and
+// iteration count. A rotated password gives another cache key and is
+// never answered from the cache; the password itself is never stored.
+// This is what makes reconnecting clients (pgbench -C) faster through the
+// broker than directly: libpq pays the derivation on every connection.
+//
+// # Errors
+//
+// Every failure reaches the client as one FATAL ErrorResponse, never a
+// bare close: the server's own ErrorResponse when it refused the session
+// (28P01 wrong password, 3D000 unknown database, 53300 too many
+// connections ...), or one the connector writes: 08001 when the server
+// cannot be reached, TLS fails or the service is misconfigured, 08006 when
+// the server connection breaks during the startup, 08P01 for client
+// protocol violations, 0A000 for unsupported protocol versions, 28000 for
+// unsupported authentication methods and SCRAM failures. Messages sent to
+// the client are prefixed "secretless: " and never contain a credential
+// value; the full detail is in the error Connect returns (which the broker
+// logs), which names credentials but never includes their values. As a last
+// guard, any text containing the password is replaced before it is sent or
+// returned.
+//
+// # Secrets
+//
+// Passwords stay []byte: the password, md5 digests, SCRAM proofs and keys
+// and the encoded messages carrying them are zeroed after use (cached SCRAM
+// keys when evicted), and the connector keeps no reference to the
+// credential values after Connect returns.
+package pg
