@@ -1,0 +1,7 @@
+//go:build !unix
+
+package plugins
+
+// openNoFollow is empty where O_NOFOLLOW does not exist; the file type is
+// still checked after opening.
+const openNoFollow = 0

@@ -1,0 +1,2 @@
+/* A shared library that is not a Go plugin. */
+int native_answer(void) { return 42; }
