@@ -61,9 +61,7 @@ func Plugin() sdkhttp.Plugin { return plugin{} }
 type plugin struct{}
 
 func (plugin) NewConnector(connector.Resources) sdkhttp.Connector {
-	return &awsConnector{signer: v4.NewSigner(), s3Signer: v4.NewSigner(func(o *v4.SignerOptions) {
-		o.DisableURIPathEscaping = true
-	}), now: time.Now}
+	return &awsConnector{now: time.Now}
 }
 
 // ValidateConfig accepts only an empty block.
@@ -76,8 +74,7 @@ func (plugin) ValidateConfig(config []byte) error {
 }
 
 type awsConnector struct {
-	signer, s3Signer *v4.Signer
-	now              func() time.Time
+	now func() time.Time
 }
 
 // requestError is a problem with the client's request: the client gets a
@@ -179,10 +176,11 @@ func (a *awsConnector) Connect(r *http.Request, creds connector.CredentialValues
 		sreq.ContentLength = r.ContentLength
 	}
 	cr := awssdk.Credentials{AccessKeyID: string(akid), SecretAccessKey: string(secret), SessionToken: string(token)}
-	signer := a.signer
-	if sc.service == "s3" || sc.service == "s3-object-lambda" || sc.service == "s3express" {
-		signer = a.s3Signer
-	}
+	// A new signer per request: the SDK signer caches derived signing keys
+	// by access key id alone, so a shared one would keep signing with a
+	// rotated-out secret, and would keep key material beyond the request.
+	s3 := sc.service == "s3" || sc.service == "s3-object-lambda" || sc.service == "s3express"
+	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = s3 })
 	if err := signer.SignHTTP(context.Background(), cr, sreq, payloadHash, sc.service, sc.region, a.now()); err != nil {
 		return fmt.Errorf("aws: sign: %w", err)
 	}
