@@ -196,9 +196,10 @@ func formatLine(digest, name string) string {
 // \, LF or CR escaped as GNU does, sorted by name.
 //
 // Only regular files named *.so are listed: those are the only entries the
-// broker treats as plugin candidates. Anything else in the directory
-// (subdirectories, symlinks, other files) is left out; note that Verify with
-// a checksum file refuses such entries, so remove them from the directory.
+// broker treats as plugin candidates. Unlike the shell glob, names starting
+// with a dot are included, because Verify counts every entry. Anything else
+// in the directory (subdirectories, symlinks, other files) is left out;
+// Verify with a checksum file refuses such entries, so remove them.
 func Sum(dir string) (string, error) {
 	list, err := listDir(dir)
 	if err != nil {

@@ -310,3 +310,28 @@ func TestDigestEqual(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseChecksums: parsing never panics, and every line Sum would write
+// for a valid name parses back to that name.
+func FuzzParseChecksums(f *testing.F) {
+	f.Add("a.so", []byte(strings.Repeat("ab", 32)+"  a.so\n"))
+	f.Add("back\\slash\n.so", []byte("\\"+strings.Repeat("ab", 32)+"  x\\\\y\n"))
+	f.Add(" *lead.so", []byte("SHA256 (a (b)) = "+strings.Repeat("0", 64)))
+	f.Add("d/x\r.so", []byte("\uFEFF#c\r\n"))
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		_, _ = ParseChecksums(data)
+
+		base := name[strings.LastIndexByte(name, '/')+1:]
+		if name == "" || strings.IndexByte(name, 0) >= 0 || base == "" || base == "." || base == ".." {
+			return
+		}
+		digest := strings.Repeat("0a", 32)
+		entries, err := ParseChecksums([]byte(formatLine(digest, name)))
+		if err != nil {
+			t.Fatalf("formatLine(%q) does not parse: %v", name, err)
+		}
+		if len(entries) != 1 || entries[0].Name != name || entries[0].Base != base || entries[0].Digest != digest {
+			t.Fatalf("formatLine(%q) parses as %+v", name, entries)
+		}
+	})
+}
