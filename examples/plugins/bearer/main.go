@@ -68,3 +68,7 @@ var (
 	_ sdkhttp.Plugin    = plugin{}
 	_ sdkhttp.Validator = plugin{}
 )
+
+// main is never called: the broker loads this package with plugin.Open. It
+// exists so that "go build ./..." and "go vet ./..." work on the repository.
+func main() {}

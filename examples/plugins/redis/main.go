@@ -188,3 +188,7 @@ var (
 	_ tcp.Plugin    = plugin{}
 	_ tcp.Validator = plugin{}
 )
+
+// main is never called: the broker loads this package with plugin.Open. It
+// exists so that "go build ./..." and "go vet ./..." work on the repository.
+func main() {}
