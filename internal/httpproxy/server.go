@@ -188,9 +188,7 @@ func newTransport(r Route, o Options) *http.Transport {
 		DisableCompression: true,
 		// HTTP/1.1 only: upgrades and streaming behave the same on every
 		// target.
-		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
-		ReadBufferSize:  32 << 10,
-		WriteBufferSize: 32 << 10,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
 }
 
