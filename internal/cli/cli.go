@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -288,18 +289,44 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		res, err := plugins.Verify(plugins.Options{Dir: *dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(),
 			Logger: logging.New(io.Discard, false)})
+		problems := splitErrors(err)
+		used := make([]bool, len(problems))
 		for _, p := range res {
-			fmt.Fprintf(stdout, "ok      %s  sha256:%s\n", p.File, p.Digest)
+			var mine []string
+			for i, e := range problems {
+				if strings.Contains(e, strconv.Quote(p.File)) {
+					mine = append(mine, e)
+					used[i] = true
+				}
+			}
+			if len(mine) == 0 {
+				fmt.Fprintf(stdout, "ok      %s  sha256:%s  %s %s\n", p.File, p.Digest, p.PackagePath, p.GoVersion)
+				continue
+			}
+			for _, e := range mine {
+				fmt.Fprintf(stdout, "FAILED  %s: %s\n", p.File, e)
+			}
+		}
+		for i, e := range problems {
+			if !used[i] {
+				fmt.Fprintf(stdout, "FAILED  %s\n", e)
+			}
 		}
 		if err != nil {
-			for _, line := range strings.Split(err.Error(), "\n") {
-				fmt.Fprintf(stdout, "FAILED  %s\n", line)
-			}
-			fmt.Fprintln(stderr, "secretless-broker: plugin verification failed")
+			fmt.Fprintf(stderr, "secretless-broker: plugin verification failed (%d problem(s))\n", len(problems))
 			return ExitFailure
 		}
 		fmt.Fprintf(stdout, "%d plugin(s) verified\n", len(res))
 		return ExitOK
 	}
 	return usageErr(stderr, "plugins: unknown subcommand %q", args[0])
+}
+
+// splitErrors returns one message per problem of an errors.Join result
+// (whose text is the problems' texts joined by newlines).
+func splitErrors(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return strings.Split(err.Error(), "\n")
 }

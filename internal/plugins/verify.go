@@ -145,7 +145,7 @@ func verify(opts Options) ([]*candidate, error) {
 		present[ent.name] = true
 		if ent.reason != "" {
 			if checked {
-				fail(errorf(ErrUnexpectedEntry, "plugin directory %q: %q %s; only regular *.so plugin files are allowed", opts.Dir, ent.name, ent.reason))
+				fail(errorf(ErrUnexpectedEntry, "plugin directory %q: unexpected entry %q: %s; only regular *.so plugin files are allowed", opts.Dir, ent.name, ent.reason))
 			} else {
 				log.Warn("ignoring entry in plugin directory", "dir", opts.Dir, "entry", ent.name, "reason", ent.reason)
 			}

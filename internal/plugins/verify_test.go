@@ -289,7 +289,7 @@ func TestVerify(t *testing.T) {
 				return sum
 			},
 			wantIs:  []error{ErrUnexpectedEntry},
-			wantMsg: []string{`": "extra.so" is a directory; only regular *.so plugin files are allowed`},
+			wantMsg: []string{`": unexpected entry "extra.so": is a directory; only regular *.so plugin files are allowed`},
 		},
 		{
 			name:  "symlink listed in the checksum file",
