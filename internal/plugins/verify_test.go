@@ -301,7 +301,7 @@ func TestVerify(t *testing.T) {
 				return writeSums(t, dir, "tcpgood.so", "link.so") // sha256sum follows the link
 			},
 			wantIs:  []error{ErrUnexpectedEntry},
-			wantMsg: []string{`": "link.so" is a symbolic link`},
+			wantMsg: []string{`": unexpected entry "link.so": is a symbolic link`},
 			notIs:   []error{ErrMissingPlugin, ErrDuplicate},
 		},
 		{
@@ -312,7 +312,7 @@ func TestVerify(t *testing.T) {
 				return writeSums(t, dir, "tcpgood.so", "README")
 			},
 			wantIs:  []error{ErrUnexpectedEntry},
-			wantMsg: []string{`": "README" is not a .so file`},
+			wantMsg: []string{`": unexpected entry "README": is not a .so file`},
 		},
 		{
 			name:  "fifo",
@@ -324,7 +324,7 @@ func TestVerify(t *testing.T) {
 				return writeSums(t, dir, "tcpgood.so")
 			},
 			wantIs:  []error{ErrUnexpectedEntry},
-			wantMsg: []string{`": "fifo.so" is a named pipe`},
+			wantMsg: []string{`": unexpected entry "fifo.so": is a named pipe`},
 		},
 		{
 			name:  "checksum file but no directory",
