@@ -223,7 +223,7 @@ func proxyClient(s *Server, roots *x509.CertPool) *http.Client {
 	pu := &url.URL{Scheme: "http", Host: s.Addr().String()}
 	return &http.Client{
 		Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots},
-			DisableCompression: true},
+			DisableCompression: true, MaxIdleConnsPerHost: 64},
 		Timeout: 30 * time.Second,
 	}
 }

@@ -92,6 +92,7 @@ type Server struct {
 	issuer  *certIssuer
 
 	mu       sync.Mutex
+	fresh    map[net.Conn]struct{} // client conns that have not sent a request yet
 	hijacked map[net.Conn]struct{}
 	hwg      sync.WaitGroup
 	closed   bool
@@ -123,7 +124,7 @@ func New(l net.Listener, routes []Route, log *slog.Logger, opts Options) *Server
 	var tok [6]byte
 	_, _ = rand.Read(tok[:])
 	s := &Server{l: l, log: log, opts: opts, via: "secretless-" + hex.EncodeToString(tok[:]),
-		hijacked: map[net.Conn]struct{}{}}
+		hijacked: map[net.Conn]struct{}{}, fresh: map[net.Conn]struct{}{}}
 	for _, r := range routes {
 		r.Timeouts = r.Timeouts.withDefaults()
 		s.routes = append(s.routes, &route{Route: r, transport: newTransport(r, opts)})
@@ -150,6 +151,7 @@ func New(l net.Listener, routes []Route, log *slog.Logger, opts Options) *Server
 		// No HTTP/2 on the client side: there is no TLS there, and h2c
 		// upgrades are declined.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ConnState:    s.connState,
 	}
 	if opts.Intercept != nil {
 		s.issuer = newCertIssuer(opts.Intercept.Cert)
@@ -192,6 +194,20 @@ func newTransport(r Route, o Options) *http.Transport {
 	}
 }
 
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == http.StateNew && !s.closed {
+		s.fresh[c] = struct{}{}
+		return
+	}
+	if st == http.StateNew {
+		_ = c.Close()
+		return
+	}
+	delete(s.fresh, c)
+}
+
 // Addr returns the listener's address.
 func (s *Server) Addr() net.Addr { return s.l.Addr() }
 
@@ -216,7 +232,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	var errs []error
-	errs = append(errs, s.srv.Shutdown(ctx))
+	outer := make(chan error, 1)
+	go func() { outer <- s.srv.Shutdown(ctx) }()
+	// http.Server waits 5 s for connections that never sent a request
+	// (clients open spare ones); they carry nothing in flight, so close them.
+	s.mu.Lock()
+	for c := range s.fresh {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	errs = append(errs, <-outer)
 	if s.inner != nil {
 		s.tunnels.Close()
 		errs = append(errs, s.inner.Shutdown(ctx))
