@@ -8,11 +8,18 @@ package aws
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -83,7 +90,7 @@ func versitygwBinary() (string, error) {
 }
 
 // startVersitygw runs versitygw with one account and returns its address.
-func startVersitygw(t *testing.T, access, secret string) string {
+func startVersitygw(t *testing.T, access, secret string, extra ...string) string {
 	t.Helper()
 	bin, err := versitygwBinary()
 	if err != nil {
@@ -100,7 +107,8 @@ func startVersitygw(t *testing.T, access, secret string) string {
 	l.Close()
 	data := t.TempDir()
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--port", addr, "--access", access, "--secret", secret, "--quiet", "posix", data)
+	args := append([]string{"--port", addr, "--access", access, "--secret", secret, "--quiet"}, extra...)
+	cmd := exec.Command(bin, append(args, "posix", data)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -262,4 +270,99 @@ func TestS3ThroughProxyAgainstVersitygw(t *testing.T) {
 			t.Fatalf("secret in log:\n%s", s)
 		}
 	})
+}
+
+// pki writes a CA and a server certificate for 127.0.0.1 into dir.
+func pki(t *testing.T, dir, name string) (caFile, caKeyFile, certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(file, typ string, b []byte) string {
+		p := filepath.Join(dir, file)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	pool = x509.NewCertPool()
+	pool.AddCert(ca)
+	return write(name+"-ca.pem", "CERTIFICATE", caDER), write(name+"-ca-key.pem", "EC PRIVATE KEY", caKeyDER),
+		write(name+"-cert.pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", keyDER), pool
+}
+
+// TestS3OverHTTPSWithInterception is the flow of clients that only speak
+// HTTPS: the S3 client CONNECTs, the proxy terminates the tunnel with a
+// certificate from the intercept CA, re-signs, and talks TLS to versitygw.
+func TestS3OverHTTPSWithInterception(t *testing.T) {
+	const realAKID, realSecret = "AKIDTLSTEST", "tls-Secret-Key-9876543210"
+	dir := t.TempDir()
+	vgwCA, _, vgwCert, vgwKey, _ := pki(t, dir, "vgw")
+	icaFile, icaKey, _, _, icaPool := pki(t, dir, "intercept")
+	addr := startVersitygw(t, realAKID, realSecret, "--cert", vgwCert, "--key", vgwKey)
+	block := fmt.Sprintf("authenticateURLsMatching: '^https://%s/'\ncaBundle: %s\ninterceptConnect:\n  caCert: %s\n  caKey: %s\n",
+		strings.ReplaceAll(addr, ".", `\.`), vgwCA, icaFile, icaKey)
+	cfg, _, err := httpproxy.ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := httpproxy.ListenerOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(context.Context) (connector.CredentialValuesByID, error) {
+		return connector.CredentialValuesByID{"accessKeyId": []byte(realAKID), "secretAccessKey": []byte(realSecret)}, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpproxy.New(l, []httpproxy.Route{cfg.Route("s3", Plugin().NewConnector(nil), fetch)}, nil, opts)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-served
+	})
+	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: l.Addr().String()}),
+		TLSClientConfig: &tls.Config{RootCAs: icaPool}}}
+	client := s3Client("https://"+addr, hc, "AKIDDUMMY", "dummy-secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: awssdk.String("tlsbkt")}); err != nil {
+		t.Fatalf("CreateBucket: %v", err)
+	}
+	body := make([]byte, 3<<20)
+	_, _ = rand.Read(body)
+	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: awssdk.String("tlsbkt"), Key: awssdk.String("obj"), Body: bytes.NewReader(body)}); err != nil {
+		t.Fatalf("PutObject: %v", err)
+	}
+	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: awssdk.String("tlsbkt"), Key: awssdk.String("obj")})
+	if err != nil {
+		t.Fatalf("GetObject: %v", err)
+	}
+	got, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if !bytes.Equal(got, body) {
+		t.Fatalf("got %d bytes back, want %d", len(got), len(body))
+	}
 }
