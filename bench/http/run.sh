@@ -82,10 +82,6 @@ for p in $BAREPORT $BROKERPORT ${SQUIDPID:+$SQUIDPORT}; do
   [ "$code" = 200 ] || { echo "proxy on $p answered $code" >&2; exit 1; }
 done
 
-cat >"$work/abs.lua" <<'EOF'
--- Send the absolute-form request URI a proxy client sends.
-wrk.path = os.getenv("WRK_ABS_URL")
-EOF
 
 clk=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -108,7 +104,7 @@ run_one() { # system size
   if [ "$sys" = direct ]; then
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "$url")
   else
-    out=$(WRK_ABS_URL="$abs" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -s "$work/abs.lua" "$url")
+    out=$(WRK_ABS_URL="$abs" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" -s bench/http/abs.lua "$url")
   fi
   t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
   c1=$(target_conns)

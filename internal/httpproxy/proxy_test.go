@@ -587,3 +587,66 @@ func TestOriginFormRefused(t *testing.T) {
 		t.Fatalf("status %d body %q", resp.StatusCode, body)
 	}
 }
+
+func TestShutdownAndWebSockets(t *testing.T) {
+	ws := newTarget(t, nil, http.HandlerFunc(wsEchoHandler))
+	rt, _ := routeFromYAML(t, "ws", "authenticateURLsMatching: '^http://'\nallowWebSockets: true", bearerPlugin, staticFetch(map[string]string{"token": "t"}))
+	for _, tt := range []struct {
+		name      string
+		grace     time.Duration
+		closeWS   bool
+		wantErr   bool
+		wsDropped bool
+	}{
+		{name: "waits for an open websocket", grace: 5 * time.Second, closeWS: true},
+		{name: "closes it when the grace period ends", grace: 300 * time.Millisecond, wantErr: true, wsDropped: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l, _ := net.Listen("tcp", "127.0.0.1:0")
+			s := New(l, []Route{rt}, nil, Options{})
+			served := make(chan error, 1)
+			go func() { served <- s.Serve() }()
+			conn, br, resp := wsDial(t, l.Addr().String(), "http://"+ws.hostPort()+"/ws")
+			defer conn.Close()
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			wsWrite(t, conn, []byte("before"))
+			if got := wsRead(t, br); string(got) != "before" {
+				t.Fatalf("echo %q", got)
+			}
+			shut := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), tt.grace)
+				defer cancel()
+				shut <- s.Shutdown(ctx)
+			}()
+			if tt.closeWS {
+				time.Sleep(200 * time.Millisecond)
+				select {
+				case err := <-shut:
+					t.Fatalf("Shutdown returned with a websocket open: %v", err)
+				default:
+				}
+				wsWrite(t, conn, []byte("during"))
+				if got := wsRead(t, br); string(got) != "during" {
+					t.Fatalf("websocket broken during drain: %q", got)
+				}
+				conn.Close()
+			}
+			err := <-shut
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Shutdown err = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wsDropped {
+				_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := br.ReadByte(); err == nil {
+					t.Fatal("websocket still open after the grace period")
+				}
+			}
+			if err := <-served; err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+		})
+	}
+}
