@@ -650,3 +650,42 @@ func TestShutdownAndWebSockets(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumedBodyNotReplayed: when the target drops the connection after
+// reading a POST body, the proxy answers 502 instead of sending the body
+// again.
+func TestConsumedBodyNotReplayed(t *testing.T) {
+	var posts atomic.Int64
+	tg := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			echoHandler(w, r)
+			return
+		}
+		posts.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close() // no response at all
+		}
+	}))
+	rt, _ := routeFromYAML(t, "svc", "authenticateURLsMatching: '^http://'", bearerPlugin, staticFetch(map[string]string{"token": "t"}))
+	s, _ := startProxy(t, []Route{rt}, Options{})
+	c := proxyClient(s, nil)
+	// Warm a keep-alive connection first, so the POST goes over a reused one
+	// (the case where the transport would consider retrying).
+	req, _ := http.NewRequest(http.MethodGet, "http://"+tg.hostPort()+"/warm", nil)
+	doEcho(t, c, req)
+	body := io.MultiReader(strings.NewReader(strings.Repeat("p", 1<<16)))
+	req, _ = http.NewRequest(http.MethodPost, "http://"+tg.hostPort()+"/once", body)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", resp.StatusCode)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Fatalf("target got the POST %d times, want once", n)
+	}
+}
