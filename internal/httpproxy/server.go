@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	sdkhttp "github.com/secretless-broker/secretless-broker/sdk/connector/http"
 )
 
@@ -49,7 +50,7 @@ type Route struct {
 	AllowWebSockets bool
 	Timeouts        Timeouts
 	Connector       Connector
-	Fetch           FetchFunc
+	Fetch           FetchFunc // nil: the connector gets no credentials
 }
 
 // Defaults for Options.
@@ -451,7 +452,13 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 func (s *Server) decorate(out *http.Request, r *route) (err error) {
 	ctx, cancel := context.WithTimeout(out.Context(), r.Timeouts.Credentials)
 	defer cancel()
-	creds, err := r.Fetch(ctx)
+	var creds connector.CredentialValuesByID
+	if r.Fetch != nil {
+		creds, err = r.Fetch(ctx)
+	}
+	if creds == nil && err == nil {
+		creds = connector.CredentialValuesByID{}
+	}
 	if err != nil {
 		return &proxyError{status: http.StatusBadGateway, public: "credentials for service " + r.Service + " are unavailable",
 			err: fmt.Errorf("fetch credentials: %w", err)}
