@@ -28,7 +28,7 @@ func Example() {
 	}))
 	defer api.Close()
 
-	block := []byte("authenticateURLsMatching: ^http://127\\.0\\.0\\.1:\nheaders:\n  X-Api-Key: '{{ .key }}'\n")
+	block := []byte("authenticateURLsMatching: '^http://127\\.0\\.0\\.1:'\nheaders:\n  X-Api-Key: '{{ .key }}'\n")
 	cfg, rest, err := httpproxy.ParseConfig(block) // proxy-level keys; rest is for the connector
 	if err != nil {
 		panic(err)
