@@ -54,15 +54,15 @@ func (c *pgConnector) Connect(clientConn net.Conn, creds connector.CredentialVal
 
 // run performs the whole startup and returns the connection to relay.
 func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
-	if s.c.cfgErr != nil {
-		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's configuration of this service is invalid", s.c.cfgErr)
-	}
 	pkt, err := s.readClientStartup()
 	if err != nil {
 		return nil, err
 	}
 	if pkt.kind == kindCancelRequest {
 		return s.cancel(pkt), nil
+	}
+	if s.c.cfgErr != nil {
+		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's configuration of this service is invalid", s.c.cfgErr)
 	}
 	if pkt.major() != 3 {
 		return nil, newError(ErrClientProtocol, codeFeatureNotSupported,
@@ -334,23 +334,31 @@ func (r retryable) Unwrap() error { return r.error }
 
 func (s *session) connectServer(t *target, startup []byte) (*upstream, error) {
 	plan := attemptPlan(t.sslmode)
-	var err error
+	var rejected error // the server's refusal in an earlier attempt
 	for i, a := range plan {
-		var up *upstream
-		up, err = s.attempt(t, a, startup)
+		up, err := s.attempt(t, a, startup)
 		if err == nil {
 			return up, nil
 		}
 		var r retryable
-		if !errors.As(err, &r) {
+		retry := errors.As(err, &r)
+		if retry {
+			err = r.error
+		}
+		if !retry || i+1 == len(plan) {
+			// The server's own refusal says more than a failed fallback
+			// (for example "does not support SSL" after sslmode allow).
+			if rejected != nil && !errors.Is(err, ErrServerRejected) {
+				return nil, rejected
+			}
 			return nil, err
 		}
-		err = r.error
-		if i+1 < len(plan) {
-			s.c.logger.Debugf("pg: sslmode %s: attempt %d failed, retrying: %v", t.sslmode, i+1, s.scrub(err))
+		if errors.Is(err, ErrServerRejected) {
+			rejected = err
 		}
+		s.c.logger.Debugf("pg: sslmode %s: attempt %d failed, retrying: %v", t.sslmode, i+1, s.scrub(err))
 	}
-	return nil, err
+	panic("unreachable")
 }
 
 // attempt opens one server connection and authenticates.

@@ -384,3 +384,54 @@ func TestRelayedSession(t *testing.T) {
 		}
 	})
 }
+
+// TestIdleSession: a session idle for longer than the handshake timeout
+// keeps working, so every startup deadline is cleared on both legs (with
+// and without client TLS); and a cancel still reaches a TLS-bridged session.
+func TestIdleSession(t *testing.T) {
+	srv := needServer(t)
+	tlsCfg := fmt.Sprintf("handshakeTimeout: 300ms\ntls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
+	for _, tc := range []struct{ name, dsn string }{
+		{"plaintext client", "sslmode=disable"},
+		{"tls client", "sslmode=require"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, "require"), tlsCfg)
+			cfg, err := pgx.ParseConfig(svc.dsn(tc.dsn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+				return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 5 * time.Second}
+			}
+			c, err := pgx.ConnectConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			time.Sleep(700 * time.Millisecond)
+			if got := queryString(t, c, "select 'awake'"); got != "awake" {
+				t.Fatalf("after idling: %q", got)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if _, err := c.Exec(ctx, "select pg_sleep(20)"); pgErrCode(err) != "57014" {
+				t.Fatalf("cancel: %v", err)
+			}
+		})
+	}
+}
+
+// TestUnixSocketTarget logs in to the server over its unix socket (host is
+// a directory, as in libpq; pg_hba "local ... trust").
+func TestUnixSocketTarget(t *testing.T) {
+	srv := needServer(t)
+	creds := baseCreds(srv, roleSCRAM, "require") // sslmode is ignored on unix sockets
+	creds["host"] = srv.sock
+	svc := newService(t, creds, "")
+	c := svc.connect(t, "")
+	if got := queryString(t, c, "select coalesce(inet_client_addr()::text, 'local')"); got != "local" {
+		t.Errorf("client address %q, want a unix socket session", got)
+	}
+}

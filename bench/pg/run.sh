@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/pg/run.sh: pgbench directly against a throwaway PostgreSQL and through
+# the broker's pg connector, in the same run, and print the ratios and the
+# broker's CPU time per transaction.
+#
+#   bench/pg/run.sh                 # 10 s per run
+#   DURATION=30 SCALE=10 bench/pg/run.sh
+#
+# Needs the PostgreSQL server binaries (PG_BIN, default
+# /usr/lib/postgresql/15/bin) and Go. Runs as root (the server then runs as
+# the postgres user) or as an ordinary user. The server uses SCRAM-SHA-256,
+# so every new direct connection pays libpq's key derivation, while the
+# broker answers from its SCRAM key cache.
+set -euo pipefail
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+JOBS=${JOBS:-2}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+
+for b in initdb postgres pgbench psql; do
+  [[ -x $PG_BIN/$b ]] || { echo "missing $PG_BIN/$b (set PG_BIN)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/pg-bench.XXXXXX)
+BROKER_PID=
+cleanup() {
+  if [[ -n $BROKER_PID ]]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+  # The postmaster's own pid (runuser stays in between when running as root).
+  if [[ -s $WORK/data/postmaster.pid ]]; then
+    local pid; pid=$(head -1 "$WORK/data/postmaster.pid")
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg() {
+  if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+mkdir -p "$WORK/data" "$WORK/sock"
+[[ $(id -u) == 0 ]] && chown -R postgres: "$WORK"
+PW=bench-$RANDOM-$RANDOM
+echo "$PW" > "$WORK/pw"; [[ $(id -u) == 0 ]] && chown postgres: "$WORK/pw"
+
+echo "== initdb"
+as_pg "$PG_BIN/initdb" -D "$WORK/data" -U bench --pwfile="$WORK/pw" --auth-local=trust \
+  --auth-host=scram-sha-256 --no-sync --no-instructions -E UTF8 --locale=C >/dev/null
+PGPORT_DIRECT=$(free_port)
+as_pg "$PG_BIN/postgres" -D "$WORK/data" -p "$PGPORT_DIRECT" -k "$WORK/sock" \
+  -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off \
+  -c synchronous_commit=off -c full_page_writes=off >"$WORK/postgres.log" 2>&1 &
+for _ in $(seq 100); do
+  "$PG_BIN/psql" -X -q -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench -d postgres -c 'select 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$PG_BIN/psql" -X -q -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench -d postgres -c 'create database bench' >/dev/null
+echo "== pgbench -i -s $SCALE"
+"$PG_BIN/pgbench" -q -i -s "$SCALE" -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench bench >/dev/null 2>&1
+
+echo "== building the broker"
+(cd "$REPO" && go build -o "$WORK/secretless-broker" ./cmd/secretless-broker)
+BROKER_PORT=$(free_port)
+cat >"$WORK/secretless.yml" <<EOF
+version: 2
+services:
+  pg:
+    connector: pg
+    listenOn: tcp://127.0.0.1:$BROKER_PORT
+    credentials:
+      host: 127.0.0.1
+      port: $PGPORT_DIRECT
+      username: {from: env, get: PGUSER_X}
+      password: {from: env, get: PGPASS_X}
+      sslmode: disable
+EOF
+PGUSER_X=bench PGPASS_X=$PW "$WORK/secretless-broker" -f "$WORK/secretless.yml" -health-addr "" \
+  >"$WORK/broker.log" 2>&1 &
+BROKER_PID=$!
+for _ in $(seq 100); do
+  "$PG_BIN/psql" -X -q -w -h 127.0.0.1 -p "$BROKER_PORT" -U x -d bench -c 'select 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$PG_BIN/psql" -X -q -w -h 127.0.0.1 -p "$BROKER_PORT" -U x -d bench -c 'select 1' >/dev/null || {
+  echo "broker did not come up:" >&2; cat "$WORK/broker.log" >&2; exit 1; }
+
+# cpu_ticks PID: user+system clock ticks used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# run LABEL PGBENCH-ARGS...: one direct and one brokered run.
+printf '\n%-24s %12s %12s %7s %14s\n' "run" "direct tps" "broker tps" "ratio" "broker us/tx"
+run() {
+  local label=$1; shift
+  local out_d out_b tps_d tps_b tx c0 c1
+  out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
+  c0=$(cpu_ticks "$BROKER_PID")
+  out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$BROKER_PORT" -U x "$@" bench 2>&1)
+  c1=$(cpu_ticks "$BROKER_PID")
+  tps_d=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_d" | head -1)
+  tps_b=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_b" | head -1)
+  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out_b")
+  if [[ -z $tps_d || -z $tps_b || -z $tx ]]; then
+    echo "$label: pgbench failed" >&2; echo "$out_d" >&2; echo "$out_b" >&2; exit 1
+  fi
+  awk -v l="$label" -v d="$tps_d" -v b="$tps_b" -v c=$((c1 - c0)) -v t="$tx" -v k="$TICK" \
+    'BEGIN { printf "%-24s %12.0f %12.0f %6.2fx %14.1f\n", l, d, b, b / d, c / k * 1e6 / t }'
+}
+
+run "select-only c=1"        -S -c 1
+run "select-only c=8"        -S -c 8
+run "tpc-b c=1"              -c 1
+run "tpc-b c=8"              -c 8
+run "select-only -C c=1"     -S -C -c 1
+run "select-only -C c=8"     -S -C -c 8
+echo
+echo "(tps excludes initial connection time except with -C; broker us/tx is the broker process's"
+echo " user+system CPU divided by the brokered run's transactions; DURATION=$DURATION s, scale $SCALE, -j $JOBS)"
