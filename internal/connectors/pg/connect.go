@@ -84,16 +84,7 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.client.Write(up.forward); err != nil {
-		_ = up.conn.Close()
-		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
-	}
-	s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
-		s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
-
-	if s.c.sessionHook != nil {
-		s.c.sessionHook(sessionInfo{user: t.username, auth: up.auth, tls: up.tls, clientTLS: s.sw != nil, params: pkt.params})
-	}
+	// Register the cancel key before the client can learn it.
 	tc := &targetConn{Conn: up.conn, pending: up.rd.buffered()}
 	if up.keyData != nil {
 		ct := &cancelTarget{network: t.network, addr: t.addr}
@@ -101,6 +92,16 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 			ct.tlsConf = cancelTLSConfig(t.tlsConf)
 		}
 		tc.onClose = s.c.cancels.add(up.keyData.ProcessID, up.keyData.SecretKey, ct)
+	}
+	if _, err := s.client.Write(up.forward); err != nil {
+		_ = tc.Close()
+		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
+	}
+	s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
+		s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
+
+	if s.c.sessionHook != nil {
+		s.c.sessionHook(sessionInfo{user: t.username, auth: up.auth, tls: up.tls, clientTLS: s.sw != nil, params: pkt.params})
 	}
 	_ = up.conn.SetDeadline(time.Time{})
 	_ = s.raw.SetDeadline(time.Time{})

@@ -107,14 +107,14 @@ func needServer(t testing.TB) *pgServer {
 }
 
 func pgBinDir() (string, error) {
-	dirs := []string{os.Getenv("PG_BIN"), "/usr/lib/postgresql/15/bin"}
-	for _, d := range dirs {
-		if d == "" {
-			continue
+	if d := os.Getenv("PG_BIN"); d != "" { // only there when set
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err != nil {
+			return "", fmt.Errorf("%w in PG_BIN=%s", errNoPG, d)
 		}
-		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
-			return d, nil
-		}
+		return d, nil
+	}
+	if d := "/usr/lib/postgresql/15/bin"; fileExists(filepath.Join(d, "postgres")) {
+		return d, nil
 	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		d := strings.TrimSpace(string(out))
@@ -123,6 +123,11 @@ func pgBinDir() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w (looked in PG_BIN, /usr/lib/postgresql/15/bin, pg_config --bindir)", errNoPG)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func freePort() (int, error) {
