@@ -22,6 +22,7 @@ import (
 
 	"github.com/secretless-broker/secretless-broker/internal/config"
 	"github.com/secretless-broker/secretless-broker/internal/health"
+	"github.com/secretless-broker/secretless-broker/internal/httpproxy"
 	"github.com/secretless-broker/secretless-broker/internal/logging"
 	"github.com/secretless-broker/secretless-broker/internal/metrics"
 	"github.com/secretless-broker/secretless-broker/internal/plugins"
@@ -30,6 +31,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/registry"
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/http"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
@@ -58,7 +60,8 @@ type Broker struct {
 	log      *slog.Logger
 	cfg      *config.Config
 	reg      *registry.Registry
-	services []*service
+	services []*service // in file order
+	units    []unit     // their listeners
 	health   *health.Server
 	plugins  []plugins.Plugin
 	metrics  *metrics.Metrics
@@ -71,10 +74,13 @@ type Broker struct {
 
 type service struct {
 	cfg       config.Service
-	connector tcp.Connector
-	tcp       *proxy.TCPService
-	done      chan struct{} // closed when Serve returns
+	connector tcp.Connector // TCP services
+
+	httpConn http.Connector    // HTTP services
+	httpCfg  *httpproxy.Config // their proxy-level settings
 }
+
+func (s *service) isHTTP() bool { return s.httpConn != nil }
 
 // Registry returns the connectors the broker knows.
 func (b *Broker) Registry() *registry.Registry { return b.reg }
@@ -137,11 +143,16 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 			problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q (known: %s); a plugin connector must be a .so in the -p directory", s.Connector, knownList(reg.IDs())))
 			continue
 		}
-		if e.Type != sdk.TypeTCPConnector {
-			problems = append(problems, cfg.ConnectorProblem(s, "connector %q is an HTTP connector; HTTP proxy services are not supported by this version", s.Connector))
-			continue
+		block := s.Config
+		if e.Type == sdk.TypeHTTPConnector {
+			_, rest, err := httpproxy.ParseConfig(s.Config)
+			if err != nil {
+				problems = append(problems, httpConfigProblems(cfg, s, err)...)
+				continue
+			}
+			block = rest
 		}
-		if err := validateConfig(e, s.Config); err != nil {
+		if err := validateConfig(e, block); err != nil {
 			problems = append(problems, cfg.ServiceProblem(s, "config", "rejected by connector %q: %v", s.Connector, err))
 		}
 	}
@@ -220,6 +231,14 @@ func (b *Broker) buildServices(cfg *config.Config, running map[string]*service) 
 			continue
 		}
 		e, _ := b.reg.Lookup(s.Connector)
+		if e.Type == sdk.TypeHTTPConnector {
+			svc, err := newHTTPService(e, s, b.log)
+			if err != nil {
+				return nil, &config.Error{Problems: []config.Problem{cfg.ConnectorProblem(s, "%v", err)}}
+			}
+			out = append(out, svc)
+			continue
+		}
 		c, err := newConnector(e, s, b.log)
 		if err != nil {
 			return nil, &config.Error{Problems: []config.Problem{cfg.ConnectorProblem(s, "%v", err)}}
@@ -254,11 +273,11 @@ func newConnector(e registry.Entry, s config.Service, log *slog.Logger) (c tcp.C
 // Start opens the health server and every listener. On any failure it closes
 // what it opened and returns the error.
 func (b *Broker) Start() (err error) {
-	var opened []*service
+	var opened []unit
 	defer func() {
 		if err != nil {
-			for _, s := range opened {
-				_ = s.tcp.Listener.Close()
+			for _, u := range opened {
+				u.stopAccepting()
 			}
 			if b.health != nil {
 				_ = b.health.Shutdown(context.Background())
@@ -277,70 +296,43 @@ func (b *Broker) Start() (err error) {
 			}
 		}()
 	}
-	for _, s := range b.services {
-		if err := b.listen(s); err != nil {
+	units, err := b.makeUnits(b.services, nil)
+	if err != nil {
+		return err
+	}
+	for _, u := range units {
+		if err := u.listen(b); err != nil {
 			return err
 		}
-		opened = append(opened, s)
+		opened = append(opened, u)
 	}
+	b.units = units
 	return nil
 }
 
-// listen opens a service's listener and prepares its TCPService.
-func (b *Broker) listen(s *service) error {
-	l, err := proxy.Listen(s.cfg.ListenOn, s.cfg.SocketMode)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", s.cfg.Name, err)
-	}
-	creds := s.cfg.Credentials
-	provs := b.opts.Providers
-	m := b.metrics
-	s.tcp = &proxy.TCPService{
-		Name:             s.cfg.Name,
-		Listener:         l,
-		Connector:        s.connector,
-		Logger:           b.log,
-		Metrics:          m,
-		MaxConnections:   s.cfg.MaxConnections,
-		HandshakeTimeout: s.cfg.ConnectTimeout,
-		IdleTimeout:      s.cfg.IdleTimeout,
-		Fetch: func(ctx context.Context) (connector.CredentialValuesByID, error) {
-			return provs.FetchObserved(ctx, creds, func(provider string, d time.Duration, err error) {
-				m.CredentialSeconds.WithLabelValues(provider).Observe(d.Seconds())
-				if err != nil {
-					m.CredentialFailures.WithLabelValues(provider).Inc()
-				}
-			})
-		},
-	}
-	s.done = make(chan struct{})
-	return nil
-}
-
-// serve starts accepting on a prepared service.
-func (b *Broker) serve(s *service) {
-	b.log.Info("service listening", "service", s.cfg.Name, "connector", s.cfg.Connector, "address", s.cfg.ListenOn.String())
-	if b.health != nil {
-		b.health.SetService(s.cfg.Name, "listening")
-	}
-	go func() {
-		defer close(s.done)
-		if err := s.tcp.Serve(); err != nil {
-			if b.health != nil {
-				b.health.SetService(s.cfg.Name, "accept failed")
+// fetcher returns the per-connection (or per-request) credential fetch of a
+// service, observed by the metrics.
+func (b *Broker) fetcher(creds []config.Credential) proxy.FetchFunc {
+	provs, m := b.opts.Providers, b.metrics
+	return func(ctx context.Context) (connector.CredentialValuesByID, error) {
+		return provs.FetchObserved(ctx, creds, func(provider string, d time.Duration, err error) {
+			m.CredentialSeconds.WithLabelValues(provider).Observe(d.Seconds())
+			if err != nil {
+				m.CredentialFailures.WithLabelValues(provider).Inc()
 			}
-			b.serveErr <- err
-		}
-	}()
+		})
+	}
 }
 
 // Addr returns the listen address of a service, for tests and messages.
 func (b *Broker) Addr(service string) net.Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, s := range b.services {
-		if s.cfg.Name == service && s.tcp != nil {
-			return s.tcp.Listener.Addr()
+	for _, u := range b.units {
+		for _, s := range u.members() {
+			if s.cfg.Name == service {
+				return u.addr()
+			}
 		}
 	}
 	return nil
@@ -357,14 +349,23 @@ func (b *Broker) HealthAddr() net.Addr {
 // Metrics returns the broker's metrics.
 func (b *Broker) Metrics() *metrics.Metrics { return b.metrics }
 
+func (b *Broker) setHealth(u unit, state string) {
+	if b.health == nil {
+		return
+	}
+	for _, s := range u.members() {
+		b.health.SetService(s.cfg.Name, state)
+	}
+}
+
 // Serve serves every service until ctx is done, reloading the config each
 // time reload delivers (reload may be nil). Then it shuts down: readiness
 // turns false, listeners close, and open connections get ShutdownTimeout to
 // finish before they are closed.
 func (b *Broker) Serve(ctx context.Context, reload <-chan struct{}) error {
 	b.mu.Lock()
-	for _, s := range b.services {
-		b.serve(s)
+	for _, u := range b.units {
+		b.serveUnit(u)
 	}
 	b.mu.Unlock()
 	if b.health != nil {
@@ -392,26 +393,22 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), b.opts.ShutdownTimeout)
 	defer cancel()
 	b.mu.Lock()
-	running := b.services
+	running := b.units
 	b.mu.Unlock()
 	var forced []string
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, s := range running {
+	for _, u := range running {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if n := s.tcp.Active(); n > 0 {
-				b.log.Info("waiting for open connections", "service", s.cfg.Name, "connections", n)
+			if n := u.active(); n > 0 {
+				b.log.Info("waiting for open connections", "services", u.names(), "connections", n)
 			}
-			if err := s.tcp.Shutdown(sctx); err != nil {
+			if err := u.shutdown(sctx); err != nil {
 				mu.Lock()
-				forced = append(forced, s.cfg.Name)
+				forced = append(forced, u.names()...)
 				mu.Unlock()
-			}
-			<-s.done
-			if s.cfg.ListenOn.Network == "unix" {
-				removeSocket(s.cfg.ListenOn.Address)
 			}
 		}()
 	}
@@ -427,13 +424,20 @@ loop:
 	return serveErr
 }
 
+func (b *Broker) serveUnit(u unit) {
+	b.log.Info("service listening", "service", strings.Join(u.names(), ","), "address", u.listenOn().String())
+	b.setHealth(u, "listening")
+	u.serve(b)
+}
+
 // Reload re-reads the config file. The new config is validated completely
 // first; if it is bad, the error is logged and returned and nothing changes.
 // Services whose settings did not change keep their listener and sessions.
 // Changed and removed services stop accepting at once; their open sessions
-// continue until they end (bounded by ShutdownTimeout). Plugins cannot be
-// reloaded: a changed plugin directory or checksum file is logged as needing
-// a restart.
+// continue until they end (bounded by ShutdownTimeout). HTTP services that
+// share an address are one listener: a change to any of them restarts that
+// listener, while its in-flight requests finish. Plugins cannot be reloaded:
+// a changed plugin directory or checksum file is logged as needing a restart.
 func (b *Broker) Reload() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -446,6 +450,7 @@ func (b *Broker) Reload() error {
 		err = CheckConnectors(cfg, b.reg, false)
 	}
 	var next []*service
+	var units []unit
 	running := map[string]*service{}
 	for _, s := range b.services {
 		running[s.cfg.Name] = s
@@ -453,61 +458,60 @@ func (b *Broker) Reload() error {
 	if err == nil {
 		next, err = b.buildServices(cfg, running)
 	}
+	if err == nil {
+		units, err = b.makeUnits(next, b.units)
+	}
 	if err != nil {
 		b.metrics.Reloads.WithLabelValues("failed").Inc()
 		log.Error("reload failed; keeping the running config", "error", err)
 		return err
 	}
-	keep := map[*service]bool{}
-	for _, s := range next {
-		keep[s] = true
+	keep := map[unit]bool{}
+	for _, u := range units {
+		keep[u] = true
 	}
-	// Stop changed and removed services first, so a changed service can
-	// bind the same address again.
-	for _, old := range b.services {
+	// Stop changed and removed listeners first, so that a changed service
+	// can bind the same address again.
+	for _, old := range b.units {
 		if keep[old] {
 			continue
 		}
-		log.Info("service stopped accepting; open sessions continue", "service", old.cfg.Name, "sessions", old.tcp.Active())
-		old.tcp.StopAccepting()
-		if b.health != nil {
-			b.health.SetService(old.cfg.Name, "")
-		}
+		log.Info("service stopped accepting; open sessions continue", "service", strings.Join(old.names(), ","), "sessions", old.active())
+		old.stopAccepting()
+		b.setHealth(old, "")
 		b.draining.Add(1)
 		go func() {
 			defer b.draining.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), b.opts.ShutdownTimeout)
 			defer cancel()
-			_ = old.tcp.Shutdown(ctx)
-			<-old.done
+			_ = old.shutdown(ctx)
 		}()
 	}
 	var failed []string
-	var started []*service
-	for _, s := range next {
-		if s.tcp != nil {
-			started = append(started, s)
+	var started []unit
+	for _, u := range units {
+		if !u.fresh() {
+			started = append(started, u)
 			continue
 		}
-		if err := b.listen(s); err != nil {
-			log.Error("reload: service could not start", "service", s.cfg.Name, "error", err)
-			failed = append(failed, s.cfg.Name)
-			if b.health != nil {
-				b.health.SetService(s.cfg.Name, "listen failed")
-			}
+		if err := u.listen(b); err != nil {
+			log.Error("reload: service could not start", "service", strings.Join(u.names(), ","), "error", err)
+			failed = append(failed, u.names()...)
+			b.setHealth(u, "listen failed")
 			continue
 		}
-		b.serve(s)
-		started = append(started, s)
+		b.serveUnit(u)
+		started = append(started, u)
 	}
-	b.services = started
+	b.units = started
+	b.services = next
 	b.cfg = cfg
 	if len(failed) > 0 {
 		b.metrics.Reloads.WithLabelValues("partial").Inc()
 		return fmt.Errorf("reload: services could not start: %s", strings.Join(failed, ", "))
 	}
 	b.metrics.Reloads.WithLabelValues("ok").Inc()
-	log.Info("config reloaded", "services", len(started))
+	log.Info("config reloaded", "services", len(next))
 	return nil
 }
 

@@ -1,0 +1,123 @@
+package broker
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// whoami answers with the Authorization header it received.
+func whoami(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Host+" "+strings.Join(r.Header.Values("Authorization"), "|"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func httpSvc(name, addr, pattern, userEnv string) string {
+	return "  " + name + ":\n    connector: basic_auth\n    listenOn: tcp://" + addr + "\n    credentials:\n      username:\n        from: env\n        get: " + userEnv +
+		"\n      password: pw-" + name + "\n    config:\n      authenticateURLsMatching: " + pattern + "\n"
+}
+
+func proxyGet(t *testing.T, proxyAddr, target string) (int, string) {
+	t.Helper()
+	pu, _ := url.Parse("http://" + proxyAddr)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 5 * time.Second}
+	req, _ := http.NewRequest("GET", target, nil)
+	req.Header.Set("Authorization", "Basic client-sent")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHTTPServicesShareAListener(t *testing.T) {
+	a, b := whoami(t), whoami(t)
+	addr := freeAddr(t)
+	t.Setenv("USER_A", "alice")
+	t.Setenv("USER_B", "bob")
+	// Two HTTP services on one address, routed by URL.
+	cfg := "version: 2\nservices:\n" + httpSvc("a", addr, "^"+a.URL, "USER_A") + httpSvc("b", addr, "^"+b.URL, "USER_B")
+	r := start(t, cfg)
+	basic := func(u, p string) string {
+		req, _ := http.NewRequest("GET", "http://x", nil)
+		req.SetBasicAuth(u, p)
+		return req.Header.Get("Authorization")
+	}
+	tests := []struct {
+		name     string
+		target   string
+		wantCode int
+		wantBody string
+	}{
+		{"service a", a.URL + "/x", 200, strings.TrimPrefix(a.URL, "http://") + " " + basic("alice", "pw-a")},
+		{"service b", b.URL + "/y", 200, strings.TrimPrefix(b.URL, "http://") + " " + basic("bob", "pw-b")},
+		{"unmatched is refused", "http://127.0.0.1:1/", 403, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := proxyGet(t, addr, tt.target)
+			if code != tt.wantCode || !strings.Contains(body, tt.wantBody) {
+				t.Fatalf("got %d %q, want %d %q", code, body, tt.wantCode, tt.wantBody)
+			}
+		})
+	}
+
+	t.Run("reload changes one service", func(t *testing.T) {
+		t.Setenv("USER_C", "carol")
+		r.rewrite(t, "version: 2\nservices:\n"+httpSvc("a", addr, "^"+a.URL, "USER_C")+httpSvc("b", addr, "^"+b.URL, "USER_B"))
+		if err := r.b.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if _, body := proxyGet(t, addr, a.URL+"/x"); !strings.Contains(body, basic("carol", "pw-a")) {
+			t.Fatalf("after reload a got %q", body)
+		}
+		if _, body := proxyGet(t, addr, b.URL+"/x"); !strings.Contains(body, basic("bob", "pw-b")) {
+			t.Fatalf("after reload b got %q", body)
+		}
+		if v := testutil.ToFloat64(r.b.Metrics().Reloads.WithLabelValues("ok")); v != 1 {
+			t.Errorf("ok reloads = %v", v)
+		}
+	})
+}
+
+func TestHTTPConfigErrorsAtLoad(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  string
+		want string
+	}{
+		{"bad regex", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    config:\n      authenticateURLsMatching: \"(\"\n",
+			"services.h.config.authenticateURLsMatching"},
+		{"missing patterns", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n",
+			"services.h.config"},
+		{"tcp and http on one address", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:7\n    config:\n      authenticateURLsMatching: x\n  p:\n    connector: pg\n    listenOn: tcp://127.0.0.1:7\n",
+			"services.p.listenOn: address tcp://127.0.0.1:7 is also used by service \"h\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "s.yml")
+			if err := os.WriteFile(file, []byte(tt.cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Prepare(Options{ConfigFile: file, PluginDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+

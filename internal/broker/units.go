@@ -1,0 +1,263 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
+	"github.com/secretless-broker/secretless-broker/internal/httpproxy"
+	"github.com/secretless-broker/secretless-broker/internal/logging"
+	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	"github.com/secretless-broker/secretless-broker/internal/registry"
+)
+
+// unit is one listener: a TCP service, or the HTTP services that share one
+// listen address (one forward proxy routing by URL).
+type unit interface {
+	members() []*service
+	names() []string
+	listenOn() config.Address
+	addr() net.Addr
+	// fresh reports whether the unit has not listened yet.
+	fresh() bool
+	// listen opens the listener; serve starts accepting.
+	listen(b *Broker) error
+	serve(b *Broker)
+	// stopAccepting closes the listener; open sessions continue.
+	stopAccepting()
+	// shutdown stops accepting and drains until ctx is done (ctx.Err() if
+	// sessions had to be closed), then waits for the serve goroutine.
+	shutdown(ctx context.Context) error
+	active() int
+}
+
+// makeUnits groups services into listeners, reusing a running unit when its
+// services are exactly the same (unchanged) ones.
+func (b *Broker) makeUnits(svcs []*service, old []unit) ([]unit, error) {
+	var out []unit
+	groups := map[string]*httpGroup{}
+	for _, s := range svcs {
+		if !s.isHTTP() {
+			out = append(out, &tcpUnit{svc: s})
+			continue
+		}
+		g, ok := groups[s.cfg.ListenOn.Address]
+		if !ok {
+			g = &httpGroup{at: s.cfg.ListenOn, mode: s.cfg.SocketMode}
+			groups[s.cfg.ListenOn.Address] = g
+			out = append(out, g)
+		}
+		g.svcs = append(g.svcs, s)
+	}
+	for i, u := range out {
+		if g, ok := u.(*httpGroup); ok {
+			cfgs := make([]*httpproxy.Config, len(g.svcs))
+			for j, s := range g.svcs {
+				cfgs[j] = s.httpCfg
+			}
+			opts, err := httpproxy.ListenerOptions(cfgs...)
+			if err != nil {
+				return nil, fmt.Errorf("HTTP services on %s (%s): %w", g.at, strings.Join(g.names(), ", "), err)
+			}
+			g.opts = opts
+		}
+		for _, o := range old {
+			if sameMembers(o.members(), u.members()) {
+				out[i] = o
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func sameMembers(a, b []*service) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tcpUnit is one TCP service.
+type tcpUnit struct {
+	svc  *service
+	ts   *proxy.TCPService
+	done chan struct{}
+}
+
+func (u *tcpUnit) members() []*service      { return []*service{u.svc} }
+func (u *tcpUnit) names() []string          { return []string{u.svc.cfg.Name} }
+func (u *tcpUnit) listenOn() config.Address { return u.svc.cfg.ListenOn }
+func (u *tcpUnit) fresh() bool              { return u.ts == nil }
+func (u *tcpUnit) active() int              { return u.ts.Active() }
+func (u *tcpUnit) stopAccepting()           { u.ts.StopAccepting() }
+
+func (u *tcpUnit) addr() net.Addr {
+	if u.ts == nil {
+		return nil
+	}
+	return u.ts.Listener.Addr()
+}
+
+func (u *tcpUnit) listen(b *Broker) error {
+	c := u.svc.cfg
+	l, err := proxy.Listen(c.ListenOn, c.SocketMode)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", c.Name, err)
+	}
+	u.ts = &proxy.TCPService{
+		Name:             c.Name,
+		Listener:         l,
+		Connector:        u.svc.connector,
+		Logger:           b.log,
+		Metrics:          b.metrics,
+		MaxConnections:   c.MaxConnections,
+		HandshakeTimeout: c.ConnectTimeout,
+		IdleTimeout:      c.IdleTimeout,
+		Fetch:            b.fetcher(c.Credentials),
+	}
+	u.done = make(chan struct{})
+	return nil
+}
+
+func (u *tcpUnit) serve(b *Broker) {
+	go func() {
+		defer close(u.done)
+		if err := u.ts.Serve(); err != nil {
+			b.setHealth(u, "accept failed")
+			b.serveErr <- err
+		}
+	}()
+}
+
+func (u *tcpUnit) shutdown(ctx context.Context) error {
+	err := u.ts.Shutdown(ctx)
+	<-u.done
+	if u.svc.cfg.ListenOn.Network == "unix" {
+		removeSocket(u.svc.cfg.ListenOn.Address)
+	}
+	return err
+}
+
+// httpGroup is the HTTP services on one listen address.
+type httpGroup struct {
+	at       config.Address
+	mode     os.FileMode
+	svcs     []*service
+	opts     httpproxy.Options
+	ln       net.Listener
+	srv      *httpproxy.Server
+	done     chan struct{}
+	stopping atomic.Bool
+}
+
+func (g *httpGroup) members() []*service      { return g.svcs }
+func (g *httpGroup) listenOn() config.Address { return g.at }
+func (g *httpGroup) fresh() bool              { return g.srv == nil }
+func (g *httpGroup) active() int              { return 0 }
+
+func (g *httpGroup) names() []string {
+	out := make([]string, len(g.svcs))
+	for i, s := range g.svcs {
+		out[i] = s.cfg.Name
+	}
+	return out
+}
+
+func (g *httpGroup) addr() net.Addr {
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
+
+func (g *httpGroup) listen(b *Broker) error {
+	l, err := proxy.Listen(g.at, g.mode)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", strings.Join(g.names(), ", "), err)
+	}
+	routes := make([]httpproxy.Route, len(g.svcs))
+	for i, s := range g.svcs {
+		routes[i] = s.httpCfg.Route(s.cfg.Name, s.httpConn, b.fetcher(s.cfg.Credentials))
+	}
+	g.ln = l
+	g.srv = httpproxy.New(l, routes, b.log, g.opts)
+	g.done = make(chan struct{})
+	return nil
+}
+
+func (g *httpGroup) serve(b *Broker) {
+	go func() {
+		defer close(g.done)
+		if err := g.srv.Serve(); err != nil && !g.stopping.Load() && !errors.Is(err, net.ErrClosed) {
+			b.setHealth(g, "accept failed")
+			b.serveErr <- fmt.Errorf("HTTP proxy on %s: %w", g.at, err)
+		}
+	}()
+}
+
+func (g *httpGroup) stopAccepting() {
+	g.stopping.Store(true)
+	_ = g.ln.Close()
+}
+
+func (g *httpGroup) shutdown(ctx context.Context) error {
+	g.stopping.Store(true)
+	err := g.srv.Shutdown(ctx)
+	<-g.done
+	if g.at.Network == "unix" {
+		removeSocket(g.at.Address)
+	}
+	return err
+}
+
+// newHTTPService builds an HTTP service: the proxy-level keys of its config
+// block go to the proxy, the rest to the connector.
+func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger) (svc *service, err error) {
+	pcfg, rest, err := httpproxy.ParseConfig(s.Config)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			svc, err = nil, fmt.Errorf("connector %q panicked in NewConnector: %v", e.ID, r)
+		}
+	}()
+	c := e.HTTP.NewConnector(resources{config: rest, logger: logging.ForService(log, s.Name)})
+	if c == nil {
+		return nil, fmt.Errorf("connector %q: NewConnector returned nil", e.ID)
+	}
+	return &service{cfg: s, httpConn: c, httpCfg: pcfg}, nil
+}
+
+// httpConfigProblems turns httpproxy.ParseConfig errors into problems whose
+// key path points into the service's config block.
+func httpConfigProblems(cfg *config.Config, s config.Service, err error) []config.Problem {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	var out []config.Problem
+	for _, e := range errs {
+		var ke *httpproxy.KeyError
+		if errors.As(e, &ke) {
+			out = append(out, cfg.ServiceProblem(s, "config."+ke.Key, "%s", ke.Msg))
+			continue
+		}
+		out = append(out, cfg.ServiceProblem(s, "config", "%v", e))
+	}
+	return out
+}
