@@ -120,4 +120,3 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 		})
 	}
 }
-
