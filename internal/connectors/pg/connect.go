@@ -21,8 +21,13 @@ import (
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
-// errorWriteTimeout bounds the writing of a final ErrorResponse.
-const errorWriteTimeout = time.Second
+const (
+	// errorWriteTimeout bounds the writing of a final ErrorResponse.
+	errorWriteTimeout = time.Second
+	// maxStartupForward bounds what the server may send before
+	// ReadyForQuery (ParameterStatus, notices ...), which is buffered.
+	maxStartupForward = 4 << 20
+)
 
 // session is the state of one Connect call.
 type session struct {
@@ -501,6 +506,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			}
 			return newError(ErrTargetUnreachable, codeConnectionFailure,
 				"the PostgreSQL server closed the connection during the startup", err)
+		}
+		if len(up.forward)+len(raw) > maxStartupForward {
+			return protoErr("more than %d bytes of startup messages", maxStartupForward)
 		}
 		msg, err := decodeBackend(typ, body)
 		if err != nil {
