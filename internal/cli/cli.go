@@ -51,6 +51,8 @@ Usage:
       print sha256sum-format lines for the plugin files in DIR
   secretless-broker plugins verify [-p DIR] -s FILE
       run every start-up check on the plugins that does not execute plugin code
+  secretless-broker health [-health-addr ADDR] [PATH]
+      ask a running broker's health server for PATH (default /ready); exit 0 on 200
   secretless-broker version
       print the broker, Go and plugin API versions
 
@@ -92,6 +94,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "plugins":
 			return pluginsCmd(args[1:], stdout, stderr)
+		case "health":
+			return healthCmd(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return ExitOK

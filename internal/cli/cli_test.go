@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,6 +121,37 @@ func TestStartupFailures(t *testing.T) {
 			}
 			if n := strings.Count(strings.TrimSpace(errs), "\n"); n != 0 {
 				t.Errorf("want one message on stderr, got %d lines:\n%s", n+1, errs)
+			}
+		})
+	}
+}
+
+func TestHealthCommand(t *testing.T) {
+	ready := http.StatusServiceUnavailable
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/live" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(ready)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	tests := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"ready 503", []string{"health", "-health-addr", addr}, ExitFailure},
+		{"live 200", []string{"health", "-health-addr", addr, "/live"}, ExitOK},
+		{"path without slash", []string{"health", "-health-addr", addr, "live"}, ExitOK},
+		{"nothing listening", []string{"health", "-health-addr", "127.0.0.1:1"}, ExitFailure},
+		{"bad address", []string{"health", "-health-addr", "nope"}, ExitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, out, errs := runMain(t, tt.args...); code != tt.code {
+				t.Fatalf("code %d, want %d\n%s%s", code, tt.code, out, errs)
 			}
 		})
 	}
