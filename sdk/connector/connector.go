@@ -23,6 +23,23 @@ type Resources interface {
 	Logger() log.Logger
 }
 
+// NewResources returns Resources holding a config block and a logger, for
+// tests and for code that builds a connector outside the broker (the broker
+// passes its own implementation). It has the signature of the CyberArk
+// Secretless Broker SDK function of the same name, so ported tests keep
+// compiling.
+func NewResources(config []byte, logger log.Logger) Resources {
+	return resources{config: config, logger: logger}
+}
+
+type resources struct {
+	config []byte
+	logger log.Logger
+}
+
+func (r resources) Config() []byte     { return r.config }
+func (r resources) Logger() log.Logger { return r.logger }
+
 // CredentialValuesByID maps a credential name, as written under the
 // service's "credentials" key, to its value. Values are fetched anew for
 // every connection (TCP) or request (HTTP), so rotated secrets take effect
@@ -72,6 +89,7 @@ func (c CredentialValuesByID) LogValue() slog.Value {
 }
 
 var (
+	_ Resources      = resources{}
 	_ fmt.Stringer   = CredentialValuesByID(nil)
 	_ fmt.Formatter  = CredentialValuesByID(nil)
 	_ slog.LogValuer = CredentialValuesByID(nil)

@@ -53,6 +53,12 @@ type Validator interface {
 // PluginFunc adapts a function to the Plugin interface.
 type PluginFunc func(connector.Resources) Connector
 
+// ConnectorConstructor is the name the CyberArk Secretless Broker SDK gives
+// to PluginFunc. It is the same type, so a ported plugin that returns
+// ConnectorConstructor(NewConnector) from its GetTCPPlugin compiles
+// unchanged.
+type ConnectorConstructor = PluginFunc
+
 // NewConnector calls f.
 func (f PluginFunc) NewConnector(r connector.Resources) Connector { return f(r) }
 
