@@ -102,8 +102,10 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		_ = tc.Close()
 		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
 	}
-	s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
-		s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
+	if s.c.logger.DebugEnabled() {
+		s.c.logger.Debugf("pg: session for %s: server %s as %q, auth %s, tls %v, client tls %v",
+			s.raw.RemoteAddr(), t.addr, t.username, up.auth, up.tls, s.sw != nil)
+	}
 
 	if s.c.sessionHook != nil {
 		s.c.sessionHook(sessionInfo{user: t.username, auth: up.auth, tls: up.tls, clientTLS: s.sw != nil, params: pkt.params})

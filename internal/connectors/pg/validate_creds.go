@@ -1,0 +1,66 @@
+package pg
+
+import (
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// placeholder stands in, during load-time validation, for a credential a
+// provider fetches per connection: its value is unknown, only its presence.
+var placeholder = map[string][]byte{
+	credHost: []byte("placeholder.invalid"), credUsername: []byte("placeholder"),
+	credPort: []byte(defaultPort), credSSLMode: []byte(defaultSSLMode),
+}
+
+// ValidateCredentials implements connector.CredentialsValidator: the checks
+// parseCredentials makes on every connection, made once at load time on
+// what the config file shows (required names, literal values such as
+// sslmode and port, and, when the TLS files are literal, the files).
+func (plugin) ValidateCredentials(names []string, literal connector.CredentialValuesByID) error {
+	creds := connector.CredentialValuesByID{}
+	for _, n := range names {
+		if v, ok := literal[n]; ok {
+			creds[n] = append([]byte(nil), v...)
+			continue
+		}
+		if p, ok := placeholder[n]; ok {
+			creds[n] = append([]byte(nil), p...)
+			continue
+		}
+		if n == credSSLRootCert || n == credSSLCert || n == credSSLKey {
+			// A certificate fetched per connection cannot be checked before
+			// it exists; leave it out (with its pair) and check the rest.
+			continue
+		}
+		creds[n] = []byte("x")
+	}
+	defer creds.Zero()
+	if (creds[credSSLCert] == nil) != (creds[credSSLKey] == nil) {
+		delete(creds, credSSLCert)
+		delete(creds, credSSLKey)
+	}
+	if err := validatePairs(names); err != nil {
+		return err
+	}
+	_, err := parseCredentials(creds)
+	return err
+}
+
+func validatePairs(names []string) error {
+	has := map[string]bool{}
+	for _, n := range names {
+		has[n] = true
+	}
+	switch {
+	case !has[credHost]:
+		return credErr(credHost, "missing")
+	case !has[credUsername]:
+		return credErr(credUsername, "missing")
+	case has[credSSLCert] && !has[credSSLKey]:
+		return credErr(credSSLKey, "missing (sslcert is set)")
+	case has[credSSLKey] && !has[credSSLCert]:
+		return credErr(credSSLCert, "missing (sslkey is set)")
+	}
+	return nil
+}
+
+var _ connector.CredentialsValidator = plugin{}

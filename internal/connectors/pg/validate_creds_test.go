@@ -1,0 +1,50 @@
+package pg
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+func TestValidateCredentials(t *testing.T) {
+	lit := func(kv ...string) connector.CredentialValuesByID {
+		c := connector.CredentialValuesByID{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			c[kv[i]] = []byte(kv[i+1])
+		}
+		return c
+	}
+	tests := []struct {
+		name    string
+		names   []string
+		literal connector.CredentialValuesByID
+		want    string // "" means valid
+	}{
+		{"all from providers", []string{"host", "username", "password"}, nil, ""},
+		{"literal host and port", []string{"host", "port", "username", "password"}, lit("host", "db", "port", "6432"), ""},
+		{"missing host", []string{"username", "password"}, nil, "credential host: missing"},
+		{"missing username", []string{"host", "password"}, lit("host", "db"), "credential username: missing"},
+		{"bad literal sslmode", []string{"host", "username", "sslmode"}, lit("sslmode", "requir"), "credential sslmode: must be one of"},
+		{"bad literal port", []string{"host", "username", "port"}, lit("port", "5432x"), "credential port: not a port number"},
+		{"sslcert without sslkey", []string{"host", "username", "sslcert"}, nil, "credential sslkey: missing (sslcert is set)"},
+		{"sslkey without sslcert", []string{"host", "username", "sslkey"}, nil, "credential sslcert: missing (sslkey is set)"},
+		{"provider sslrootcert with verify-full", []string{"host", "username", "sslmode", "sslrootcert"}, lit("sslmode", "verify-full"), ""},
+		{"literal sslrootcert file missing", []string{"host", "username", "sslmode", "sslrootcert"}, lit("sslmode", "verify-ca", "sslrootcert", "/nonexistent/ca.pem"), "sslrootcert"},
+		{"user is refused", []string{"host", "username", "user"}, nil, "credential user: not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := plugin{}.ValidateCredentials(tt.names, tt.literal)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
