@@ -1,7 +1,10 @@
 package pg
 
 import (
+	"bytes"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
+	sdklog "github.com/secretless-broker/secretless-broker/sdk/log"
 )
 
 func TestPluginIdentity(t *testing.T) {
@@ -244,5 +248,53 @@ func TestDocExampleConfig(t *testing.T) {
 	example = strings.ReplaceAll(example, "/etc/broker/pg.key", pki.serverKeyFile)
 	if err := Plugin().(tcp.Validator).ValidateConfig([]byte(example)); err != nil {
 		t.Fatalf("documented example does not load: %v\n%s", err, example)
+	}
+}
+
+type fakeResources struct {
+	cfg []byte
+	log *testLogger
+}
+
+func (r fakeResources) Config() []byte        { return r.cfg }
+func (r fakeResources) Logger() sdklog.Logger { return r.log }
+
+// TestNewConnectorThroughPlugin builds the connector the way the broker
+// does; an invalid block (which ValidateConfig would have refused) is
+// logged with its key and makes connections fail.
+func TestNewConnectorThroughPlugin(t *testing.T) {
+	l := &testLogger{}
+	c := Plugin().NewConnector(fakeResources{cfg: []byte("bogus: 1\n"), log: l})
+	pc, ok := c.(*pgConnector)
+	if !ok || pc.cfgErr == nil {
+		t.Fatalf("connector %T, cfgErr %v", c, pc.cfgErr)
+	}
+	if lines := strings.Join(l.lines(), "\n"); !strings.Contains(lines, "config.bogus: unknown key") {
+		t.Errorf("log %q", lines)
+	}
+	if c := Plugin().NewConnector(fakeResources{log: l}).(*pgConnector); c.cfgErr != nil || c.scram == nil || c.cancels == nil {
+		t.Errorf("default connector %+v", c)
+	}
+}
+
+// TestPasswordScrubbed: even if an error text somehow contained the
+// password, neither the client nor the log would see it.
+func TestPasswordScrubbed(t *testing.T) {
+	const pw = "hunter2-Secret"
+	client, peer := net.Pipe()
+	defer client.Close()
+	defer peer.Close()
+	s := &session{raw: client, client: client, password: []byte(pw)}
+	err := newError(ErrServerRejected, codeInvalidPassword, "bad thing with "+pw, errors.New("cause "+pw))
+	if got := s.scrub(err); strings.Contains(got.Error(), pw) || !errors.Is(got, ErrServerRejected) {
+		t.Errorf("scrubbed error %q", got)
+	}
+	done := make(chan []byte)
+	go func() { b, _ := io.ReadAll(peer); done <- b }()
+	s.reportToClient(err)
+	client.Close()
+	msg := <-done
+	if bytes.Contains(msg, []byte(pw)) || !bytes.Contains(msg, []byte(codeInvalidPassword)) {
+		t.Errorf("client got %q", msg)
 	}
 }

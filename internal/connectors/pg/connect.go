@@ -292,7 +292,11 @@ func (s *session) scrub(err error) error {
 	if s.containsPassword([]byte(err.Error())) {
 		var ce *connError
 		if errors.As(err, &ce) {
-			return fmt.Errorf("%w: %s (details withheld: they contained the password)", ce.kind, ce.msg)
+			msg := ce.msg
+			if s.containsPassword([]byte(msg)) {
+				msg = "connection failed"
+			}
+			return fmt.Errorf("%w: %s (details withheld: they contained the password)", ce.kind, msg)
 		}
 		return errors.New("pg: connection failed (details withheld: they contained the password)")
 	}

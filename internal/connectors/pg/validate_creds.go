@@ -15,7 +15,7 @@ var placeholder = map[string][]byte{
 // parseCredentials makes on every connection, made once at load time on
 // what the config file shows (required names, literal values such as
 // sslmode and port, and, when the TLS files are literal, the files).
-func (plugin) ValidateCredentials(names []string, literal connector.CredentialValuesByID) error {
+func (plugin) ValidateCredentials(_ []byte, names []string, literal connector.CredentialValuesByID) error {
 	creds := connector.CredentialValuesByID{}
 	for _, n := range names {
 		if v, ok := literal[n]; ok {

@@ -35,7 +35,7 @@ func TestValidateCredentials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := plugin{}.ValidateCredentials(tt.names, tt.literal)
+			err := plugin{}.ValidateCredentials(nil, tt.names, tt.literal)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
