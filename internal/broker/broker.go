@@ -155,6 +155,9 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 		if err := validateConfig(e, block); err != nil {
 			problems = append(problems, cfg.ServiceProblem(s, "config", "rejected by connector %q: %v", s.Connector, err))
 		}
+		if err := validateCredentials(e, s, block); err != nil {
+			problems = append(problems, cfg.ServiceProblem(s, "credentials", "rejected by connector %q: %v", s.Connector, err))
+		}
 	}
 	if len(problems) > 0 {
 		return &config.Error{Problems: problems}
@@ -176,6 +179,34 @@ func validateConfig(e registry.Entry, block []byte) (err error) {
 		return val.ValidateConfig(block)
 	}
 	return nil
+}
+
+// validateCredentials lets a connector that implements
+// connector.CredentialsValidator check the credentials a service declares.
+func validateCredentials(e registry.Entry, s config.Service, block []byte) (err error) {
+	var v any = e.TCP
+	if e.Type == sdk.TypeHTTPConnector {
+		v = e.HTTP
+	}
+	cv, ok := v.(connector.CredentialsValidator)
+	if !ok {
+		return nil
+	}
+	names := make([]string, 0, len(s.Credentials))
+	literal := connector.CredentialValuesByID{}
+	for _, c := range s.Credentials {
+		names = append(names, c.Name)
+		if c.From == "literal" {
+			literal[c.Name] = []byte(c.Get)
+		}
+	}
+	defer literal.Zero()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("connector panicked while validating credentials: %v", r)
+		}
+	}()
+	return proxy.Redact(cv.ValidateCredentials(block, names, literal), literal)
 }
 
 // Prepare loads config and plugins and builds every connector. It opens no

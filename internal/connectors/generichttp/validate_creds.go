@@ -1,0 +1,53 @@
+package generichttp
+
+import (
+	"errors"
+	"fmt"
+	"text/template"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// ValidateCredentials implements connector.CredentialsValidator: every
+// credential that a header, query parameter, OAuth 1.0a template or
+// credentialValidations entry refers to must be declared by the service, so
+// that a typo is found at start-up rather than by the first request.
+func (plugin) ValidateCredentials(block []byte, names []string, _ connector.CredentialValuesByID) error {
+	cfg, err := parseConfig(block)
+	if err != nil {
+		return err
+	}
+	data := make(map[string]string, len(names))
+	for _, n := range names {
+		data[n] = "x"
+	}
+	var errs []error
+	check := func(key string, t *template.Template) {
+		if t == nil {
+			return
+		}
+		if _, err := render(t, data); err != nil {
+			errs = append(errs, fmt.Errorf("%s refers to a credential the service does not declare: %v", key, err))
+		}
+	}
+	for _, h := range cfg.headers {
+		check("headers."+h.name, h.t)
+	}
+	for _, q := range cfg.query {
+		check("queryParams."+q.name, q.t)
+	}
+	if o := cfg.oauth1; o != nil {
+		check("oauth1.consumerKey", o.consumerKey)
+		check("oauth1.consumerSecret", o.consumerSecret)
+		check("oauth1.token", o.token)
+		check("oauth1.tokenSecret", o.tokenSecret)
+	}
+	for _, v := range cfg.validations {
+		if _, ok := data[v.cred]; !ok {
+			errs = append(errs, fmt.Errorf("credentialValidations.%s: the service declares no credential %q", v.cred, v.cred))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var _ connector.CredentialsValidator = plugin{}
