@@ -76,6 +76,16 @@ func TestHTTPServicesShareAListener(t *testing.T) {
 		})
 	}
 
+	t.Run("metrics count requests per service and code", func(t *testing.T) {
+		m := r.b.Metrics().HTTPRequests
+		if v := testutil.ToFloat64(m.WithLabelValues("a", "200")); v != 1 {
+			t.Errorf("a 200 = %v", v)
+		}
+		if v := testutil.ToFloat64(m.WithLabelValues("(unmatched)", "403")); v != 1 {
+			t.Errorf("unmatched 403 = %v", v)
+		}
+	})
+
 	t.Run("reload changes one service", func(t *testing.T) {
 		t.Setenv("USER_C", "carol")
 		r.rewrite(t, "version: 2\nservices:\n"+httpSvc("a", addr, "^"+a.URL, "USER_C")+httpSvc("b", addr, "^"+b.URL, "USER_B"))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -192,7 +193,12 @@ func (g *httpGroup) listen(b *Broker) error {
 		routes[i] = s.httpCfg.Route(s.cfg.Name, s.httpConn, b.fetcher(s.cfg.Credentials))
 	}
 	g.ln = l
-	g.srv = httpproxy.New(l, routes, b.log, g.opts)
+	opts := g.opts
+	m := b.metrics
+	opts.Observe = func(service string, code int) {
+		m.HTTPRequests.WithLabelValues(service, strconv.Itoa(code)).Inc()
+	}
+	g.srv = httpproxy.New(l, routes, b.log, opts)
 	g.done = make(chan struct{})
 	return nil
 }

@@ -74,6 +74,10 @@ type Options struct {
 	MaxIdleConns, MaxIdleConnsPerHost int
 	// ReadHeaderTimeout and IdleTimeout apply to client connections.
 	ReadHeaderTimeout, IdleTimeout time.Duration
+	// Observe, when set, is called after each proxied request with the
+	// service that handled it ("(unmatched)" for refused requests) and the
+	// status code sent to the client. It feeds the broker's metrics.
+	Observe func(service string, code int)
 }
 
 // Server is a forward proxy on one listener.
@@ -374,6 +378,17 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 	matchURL := target.String()
 	shown := (&url.URL{Scheme: target.Scheme, Host: target.Host, Path: target.Path, RawPath: target.RawPath}).String()
 	rt := s.match(matchURL)
+	if obs := s.opts.Observe; obs != nil {
+		name := "(unmatched)"
+		if rt != nil {
+			name = rt.Service
+		} else if s.pass != nil {
+			name = s.pass.Service
+		}
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		w = rec
+		defer func() { obs(name, rec.code) }()
+	}
 	if rt == nil {
 		if s.pass == nil {
 			s.log.Info("request matches no service; refused", "url", shown, "client", r.RemoteAddr)
@@ -641,3 +656,21 @@ func (t *trackedConn) CloseWrite() error {
 }
 
 var _ http.Hijacker = (*hijackTracker)(nil)
+
+// statusRecorder remembers the status code written, for Options.Observe.
+// Unwrap keeps http.ResponseController (flush, hijack for WebSockets)
+// working through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	code    int
+	written bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.written && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.code, r.written = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
