@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/secretless-broker/secretless-broker/internal/metrics"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
 func TestMaxConnections(t *testing.T) {
@@ -112,5 +113,36 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(m.HandshakeSeconds); n != 1 {
 		t.Errorf("handshake series = %d", n)
+	}
+}
+
+type refusingConnector struct{ tcp.Connector }
+
+func (refusingConnector) Refuse(c net.Conn, reason string) { _, _ = c.Write([]byte("refused: " + reason)) }
+
+func TestLimitToldToClient(t *testing.T) {
+	target := echoServer(t)
+	c := refusingConnector{dialer(target.Addr().String())}
+	s, _ := startService(t, c, nil, func(s *TCPService) { s.MaxConnections = 1 })
+	first, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := first.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(first, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	second, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(second)
+	if string(got) != "refused: too many connections for this service" {
+		t.Fatalf("refused client read %q", got)
 	}
 }

@@ -49,6 +49,8 @@ type TCPService struct {
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 
+	refusing semaphore
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
@@ -87,7 +89,7 @@ func (s *TCPService) Serve() error {
 			s.fail(metrics.ReasonLimit)
 			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name,
 				"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
-			_ = c.Close()
+			s.refuse(c, "too many connections for this service")
 			continue
 		}
 		if !ok {
@@ -101,6 +103,29 @@ func (s *TCPService) Serve() error {
 			s.handle(c)
 		}()
 	}
+}
+
+// RefuseTimeout bounds how long a refused client is given to hear why.
+const RefuseTimeout = 2 * time.Second
+
+// refuse closes c, first letting a connector that implements tcp.Refuser
+// tell the client why (in a goroutine, bounded by RefuseTimeout and by the
+// number of refusals in flight, so a flood cannot pile up goroutines).
+func (s *TCPService) refuse(c net.Conn, reason string) {
+	r, ok := s.Connector.(tcp.Refuser)
+	if !ok || !s.refusing.TryAcquire() {
+		_ = c.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.refusing.Release()
+		defer c.Close()
+		defer func() { _ = recover() }()
+		_ = c.SetDeadline(time.Now().Add(RefuseTimeout))
+		r.Refuse(c, reason)
+	}()
 }
 
 func isTemporary(err error) bool {
@@ -262,3 +287,18 @@ func (s *TCPService) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// semaphore is a small counting semaphore (zero value: 64 slots).
+type semaphore struct{ n atomic.Int32 }
+
+const maxRefusing = 64
+
+func (s *semaphore) TryAcquire() bool {
+	if s.n.Add(1) > maxRefusing {
+		s.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *semaphore) Release() { s.n.Add(-1) }
