@@ -118,7 +118,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 type refusingConnector struct{ tcp.Connector }
 
-func (refusingConnector) Refuse(c net.Conn, reason string) { _, _ = c.Write([]byte("refused: " + reason)) }
+func (refusingConnector) Refuse(c net.Conn, reason string) {
+	_, _ = c.Write([]byte("refused: " + reason))
+}
 
 func TestLimitToldToClient(t *testing.T) {
 	target := echoServer(t)
