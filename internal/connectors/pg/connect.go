@@ -163,8 +163,12 @@ func (s *session) readClientStartup() (*startupPacket, error) {
 	for first := true; ; first = false {
 		var hdr [4]byte
 		if _, err := io.ReadFull(s.client, hdr[:]); err != nil {
-			e := newError(ErrClientProtocol, "", "no startup packet from the client", err)
-			return nil, e
+			msg := "no startup packet from the client"
+			if errors.Is(err, io.EOF) {
+				// For example libpq with sslmode=require after an 'N'.
+				msg = "the client closed the connection before sending a startup packet"
+			}
+			return nil, newError(ErrClientProtocol, "", msg, err)
 		}
 		if first && isTLSClientHello(hdr[:]) {
 			if err := s.directTLS(hdr[:]); err != nil {
@@ -247,8 +251,11 @@ func (s *session) startClientTLS(prefix []byte, direct bool) error {
 
 // cancel forwards a CancelRequest to the server of the session it names.
 func (s *session) cancel(pkt *startupPacket) net.Conn {
-	done := finishedConn{local: s.raw.LocalAddr(), remote: s.raw.RemoteAddr()}
+	done := finishedConn{local: s.raw.LocalAddr(), remote: noteAddr("cancel request, unknown key")}
 	t := s.c.cancels.lookup(pkt.cancel.ProcessID, pkt.cancel.SecretKey)
+	if t != nil {
+		done.remote = noteAddr("cancel request for " + t.addr)
+	}
 	if t == nil {
 		s.c.logger.Debugf("pg: cancel request from %s for process %d: %v", s.raw.RemoteAddr(), pkt.cancel.ProcessID, errCancelUnknownKey)
 		return done

@@ -86,7 +86,15 @@ func (finishedConn) SetDeadline(time.Time) error      { return nil }
 func (finishedConn) SetReadDeadline(time.Time) error  { return nil }
 func (finishedConn) SetWriteDeadline(time.Time) error { return nil }
 
+// noteAddr is the RemoteAddr of a finishedConn: what the broker logs as
+// the target of a connection that had none.
+type noteAddr string
+
+func (noteAddr) Network() string  { return "pg" }
+func (a noteAddr) String() string { return string(a) }
+
 var (
+	_ net.Addr    = noteAddr("")
 	_ net.Conn    = (*targetConn)(nil)
 	_ closeWriter = (*targetConn)(nil)
 	_ net.Conn    = (*switchConn)(nil)
