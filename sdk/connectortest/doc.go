@@ -1,7 +1,7 @@
 // Package connectortest runs a connector inside an ordinary "go test", the
 // way the broker runs it, without building a plugin: it checks the
-// plugin's PluginInfo map, calls ValidateConfig and NewConnector with the
-// service's config block, hands each connection or request fresh copies of
+// plugin's PluginInfo map, calls ValidateConfig, ValidateCredentials and
+// NewConnector with the service's config block, hands each connection or request fresh copies of
 // the credentials, zeroes them as soon as Connect returns, and (for TCP)
 // relays bytes between a client connection and the target connection that
 // Connect returned, against a target the test names (a real server, or one
@@ -10,8 +10,9 @@
 // It also checks the connector contract and reports every breach with
 // t.Errorf, prefixed "connectortest: contract:":
 //
-//   - ValidateConfig, NewConnector and Connect return errors; they do not
-//     panic. NewConnector does not return nil.
+//   - ValidateConfig, ValidateCredentials, NewConnector, Connect and Refuse
+//     return errors (or nothing); they do not panic. NewConnector does not
+//     return nil.
 //   - A TCP Connect returns a usable connection (not nil, not closed, not
 //     the client connection) or an error, and leaves the client connection
 //     open when it succeeds.

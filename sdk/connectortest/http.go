@@ -86,9 +86,10 @@ func (s snapshot) diff(o snapshot) string {
 
 // LoadHTTP loads an HTTP connector from the value the plugin's
 // GetHTTPPlugin returns: it checks opts.Info (when set), calls
-// ValidateConfig (when the plugin implements http.Validator) and
-// NewConnector with opts.Config. A non-nil error is what would make the
-// broker refuse to start.
+// ValidateConfig (when the plugin implements http.Validator),
+// ValidateCredentials (when it implements connector.CredentialsValidator
+// and opts declares credentials) and NewConnector with opts.Config. A
+// non-nil error is what would make the broker refuse to start.
 func LoadHTTP(t testing.TB, p sdkhttp.Plugin, opts Options) (*HTTP, error) {
 	t.Helper()
 	if opts.Info != nil {
@@ -100,6 +101,9 @@ func LoadHTTP(t testing.TB, p sdkhttp.Plugin, opts Options) (*HTTP, error) {
 		return nil, fmt.Errorf("%s returned nil", sdk.SymbolGetHTTPPlugin)
 	}
 	if err := validate(t, p, opts.Config); err != nil {
+		return nil, err
+	}
+	if err := validateCredentials(t, p, opts); err != nil {
 		return nil, err
 	}
 	logger := NewLogger(t)

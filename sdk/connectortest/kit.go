@@ -45,6 +45,15 @@ type Options struct {
 	// HandshakeTimeout is the deadline set on the client connection while
 	// a TCP Connect runs; zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Declared lists the credential names the service declares under
+	// "credentials", and Literal the values written in the config file
+	// itself (bare scalars or "from: literal"). When either is set and the
+	// plugin implements connector.CredentialsValidator, LoadTCP and
+	// LoadHTTP call its ValidateCredentials with the config block, the
+	// names (Declared, then the other keys of Literal, sorted) and the
+	// literal values, as the broker does at start-up.
+	Declared []string
+	Literal  Credentials
 	// Public names further credentials that are not secret.
 	Public []string
 	// Quiet turns off debug logging (Logger().DebugEnabled() reports
@@ -169,6 +178,37 @@ func validate(t testing.TB, p any, config []byte) error {
 	}
 	if err != nil {
 		return fmt.Errorf("config rejected: %w", err)
+	}
+	return nil
+}
+
+// validateCredentials runs the plugin's ValidateCredentials, if it has one
+// and the options declare credentials.
+func validateCredentials(t testing.TB, p any, o Options) error {
+	t.Helper()
+	v, ok := p.(connector.CredentialsValidator)
+	if !ok || (o.Declared == nil && o.Literal == nil) {
+		return nil
+	}
+	names := slices.Clone(o.Declared)
+	var extra []string
+	for k := range o.Literal {
+		if !slices.Contains(names, k) {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(extra)
+	names = append(names, extra...)
+	literal := o.Literal.values()
+	defer literal.Zero()
+	var err error
+	if perr := call("ValidateCredentials", func() { err = v.ValidateCredentials(o.Config, names, literal) }); perr != nil {
+		breach(t, "%v; return an error for missing or malformed credentials instead", perr)
+		return perr
+	}
+	if err != nil {
+		checkLeaks(t, "the error ValidateCredentials returned", []byte(err.Error()), o.Literal.secrets(o))
+		return fmt.Errorf("credentials rejected: %w", err)
 	}
 	return nil
 }

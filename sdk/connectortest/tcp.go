@@ -25,8 +25,10 @@ type TCP struct {
 
 // LoadTCP loads a TCP connector from the value the plugin's GetTCPPlugin
 // returns: it checks opts.Info (when set), calls ValidateConfig (when the
-// plugin implements tcp.Validator) and NewConnector with opts.Config, as
-// the broker does once per service at start-up. A non-nil error is what
+// plugin implements tcp.Validator), ValidateCredentials (when it implements
+// connector.CredentialsValidator and opts declares credentials) and
+// NewConnector with opts.Config, as the broker does once per service at
+// start-up. A non-nil error is what
 // would make the broker refuse to start.
 func LoadTCP(t testing.TB, p tcp.Plugin, opts Options) (*TCP, error) {
 	t.Helper()
@@ -39,6 +41,9 @@ func LoadTCP(t testing.TB, p tcp.Plugin, opts Options) (*TCP, error) {
 		return nil, fmt.Errorf("%s returned nil", sdk.SymbolGetTCPPlugin)
 	}
 	if err := validate(t, p, opts.Config); err != nil {
+		return nil, err
+	}
+	if err := validateCredentials(t, p, opts); err != nil {
 		return nil, err
 	}
 	logger := NewLogger(t)
@@ -182,6 +187,34 @@ func (k *TCP) Start(t testing.TB, creds Credentials) *Session {
 		checkLeaks(t, "what Connect wrote to the client connection", tp.connectorBytes(relayed.Load()), secrets)
 	})
 	return s
+}
+
+// RefuseTimeout is the deadline the broker sets on a client connection it
+// refuses (see tcp.Refuser).
+const RefuseTimeout = 2 * time.Second
+
+// Refuse does what the broker does when it will not serve a client (for
+// example when the service's maxConnections is reached): if the connector
+// implements tcp.Refuser, Refuse is called with the client connection
+// (deadline RefuseTimeout) and reason, and the connection is closed
+// afterwards; otherwise the connection is just closed. It returns the
+// application's end, to read what the connector told the client, and
+// whether the connector implements tcp.Refuser.
+func (k *TCP) Refuse(t testing.TB, reason string) (client net.Conn, implemented bool) {
+	t.Helper()
+	brokerSide, client := tcpPair(t)
+	t.Cleanup(func() { client.Close() })
+	r, ok := k.connector.(tcp.Refuser)
+	if !ok {
+		brokerSide.Close()
+		return client, false
+	}
+	_ = brokerSide.SetDeadline(time.Now().Add(RefuseTimeout))
+	if err := call("Refuse", func() { r.Refuse(brokerSide, reason) }); err != nil {
+		breach(t, "%v", err)
+	}
+	brokerSide.Close()
+	return client, true
 }
 
 // tcpPair returns both ends of a loopback TCP connection: the end accepted

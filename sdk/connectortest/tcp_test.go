@@ -424,3 +424,100 @@ func TestTCPRelayedBytesNotBlamed(t *testing.T) {
 		})
 	}
 }
+
+// credsChecker requires a password credential and a numeric literal port.
+type credsChecker struct{ tcp.Plugin }
+
+func (credsChecker) ValidateCredentials(config []byte, names []string, literal connector.CredentialValuesByID) error {
+	if !strings.Contains(strings.Join(names, ","), "password") {
+		return errors.New("credential password is missing")
+	}
+	if p, ok := literal["port"]; ok && strings.Trim(string(p), "0123456789") != "" {
+		return fmt.Errorf("credential port %q is not a number", p)
+	}
+	if pw, ok := literal["password"]; ok && string(pw) == "panic" {
+		panic("cannot check")
+	}
+	if pw, ok := literal["password"]; ok {
+		return fmt.Errorf("literal password %s not allowed", pw)
+	}
+	return nil
+}
+
+func TestLoadValidatesCredentials(t *testing.T) {
+	tests := []struct {
+		name       string
+		opts       connectortest.Options
+		wantErr    string
+		wantReport string
+	}{
+		{name: "not declared: not called", opts: connectortest.Options{}},
+		{name: "declared", opts: connectortest.Options{Declared: []string{"host", "password"}}},
+		{name: "missing", opts: connectortest.Options{Declared: []string{"host"}}, wantErr: "credentials rejected: credential password is missing"},
+		{name: "literal only counts as declared", opts: connectortest.Options{Literal: connectortest.Credentials{"port": "6379"}, Declared: []string{"password"}}},
+		{name: "bad literal", opts: connectortest.Options{Declared: []string{"password"}, Literal: connectortest.Credentials{"port": "63x9"}},
+			wantErr: `credential port "63x9" is not a number`},
+		{name: "panics", opts: connectortest.Options{Literal: connectortest.Credentials{"password": "panic"}},
+			wantErr: "ValidateCredentials panicked", wantReport: "ValidateCredentials panicked: cannot check"},
+		{name: "secret in error", opts: connectortest.Options{Literal: connectortest.Credentials{"password": "hunter22"}},
+			wantErr: "not allowed", wantReport: "the error ValidateCredentials returned contains the value of credential(s) password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newRecorder(t)
+			_, err := connectortest.LoadTCP(rec, credsChecker{goodTCP}, tt.opts)
+			if tt.wantErr == "" && err != nil {
+				t.Errorf("LoadTCP: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("LoadTCP error = %v, want one containing %q", err, tt.wantErr)
+			}
+			checkReports(t, rec.finish(), tt.wantReport)
+		})
+	}
+}
+
+// refuser tells refused clients why, in its line protocol.
+type refuser struct {
+	tcp.Connector
+	panics bool
+}
+
+func (r refuser) Refuse(c net.Conn, reason string) {
+	if r.panics {
+		panic("no words")
+	}
+	fmt.Fprintf(c, "BUSY %s\n", reason)
+}
+
+func TestRefuse(t *testing.T) {
+	tests := []struct {
+		name        string
+		connector   tcp.Connector
+		implemented bool
+		want        string
+		wantReport  string
+	}{
+		{name: "refuser", connector: refuser{}, implemented: true, want: "BUSY too many connections\n"},
+		{name: "plain connector", connector: tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) { return nil, nil }),
+			want: "read error: EOF"},
+		{name: "panicking refuser", connector: refuser{panics: true}, implemented: true, want: "read error: EOF", wantReport: "Refuse panicked: no words"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newRecorder(t)
+			k, err := connectortest.LoadTCP(rec, tcp.PluginFunc(func(connector.Resources) tcp.Connector { return tt.connector }), connectortest.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client, implemented := k.Refuse(rec, "too many connections")
+			if implemented != tt.implemented {
+				t.Errorf("implemented = %v, want %v", implemented, tt.implemented)
+			}
+			if got := readLine(t, client); got != tt.want {
+				t.Errorf("client read %q, want %q", got, tt.want)
+			}
+			checkReports(t, rec.finish(), tt.wantReport)
+		})
+	}
+}
