@@ -51,6 +51,12 @@ Usage:
       print sha256sum-format lines for the plugin files in DIR
   secretless-broker plugins verify [-p DIR] -s FILE
       run every start-up check on the plugins that does not execute plugin code
+  secretless-broker plugins env [-json]
+      print what a plugin build must match to load into this broker, and how to build one
+  secretless-broker plugins check FILE.so...
+      say whether built plugins would load into this broker and, if not, what to change
+  secretless-broker plugins build -o DIR [-s FILE] [-go GO] PKGDIR...
+      build plugins with this broker's flags, check them, and write or update the checksum file
   secretless-broker health [-health-addr ADDR] [PATH]
       ask a running broker's health server for PATH (default /ready); exit 0 on 200
   secretless-broker version
@@ -268,9 +274,15 @@ func validate(args []string, stdout, stderr io.Writer) int {
 
 func pluginsCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageErr(stderr, "plugins: want \"plugins sum DIR\" or \"plugins verify -p DIR -s FILE\"")
+		return usageErr(stderr, "plugins: want \"plugins sum DIR\", \"plugins verify -p DIR -s FILE\", \"plugins env\", \"plugins check FILE.so\" or \"plugins build -o DIR PKGDIR\"")
 	}
 	switch args[0] {
+	case "env":
+		return pluginsEnv(args[1:], stdout, stderr)
+	case "check":
+		return pluginsCheck(args[1:], stdout, stderr)
+	case "build":
+		return pluginsBuild(args[1:], stdout, stderr)
 	case "sum":
 		if len(args) != 2 {
 			return usageErr(stderr, "plugins sum: want exactly one directory")
