@@ -1,0 +1,138 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestPipe relays app <-> [client|relay|target] <-> server and checks both
+// directions, half-close, and that Pipe returns with the byte counts.
+func TestPipe(t *testing.T) {
+	tests := []struct {
+		name string
+		up   int // bytes app -> server
+		down int // bytes server -> app
+	}{
+		{"empty", 0, 0},
+		{"small messages", 100, 200},
+		{"bulk up (switches to splice)", 8 << 20, 10},
+		{"bulk down (switches to splice)", 10, 8 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, client := tcpPair(t)
+			target, server := tcpPair(t)
+			up, down := make([]byte, tt.up), make([]byte, tt.down)
+			_, _ = rand.Read(up)
+			_, _ = rand.Read(down)
+			res := make(chan Result, 1)
+			go func() { res <- Pipe(client, target) }()
+
+			// The server reads everything until the app's half-close, then
+			// answers and closes its write side.
+			serverGot := make(chan []byte, 1)
+			go func() {
+				b, _ := io.ReadAll(server)
+				serverGot <- b
+				_, _ = server.Write(down)
+				_ = server.(*net.TCPConn).CloseWrite()
+			}()
+			go func() {
+				_, _ = app.Write(up)
+				_ = app.(*net.TCPConn).CloseWrite()
+			}()
+			_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
+			appGot, err := io.ReadAll(app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := <-serverGot; !bytes.Equal(got, up) {
+				t.Fatalf("server got %d bytes, want %d", len(got), len(up))
+			}
+			if !bytes.Equal(appGot, down) {
+				t.Fatalf("app got %d bytes, want %d", len(appGot), len(down))
+			}
+			select {
+			case r := <-res:
+				if r.ClientToTarget != int64(tt.up) || r.TargetToClient != int64(tt.down) || r.Err != nil {
+					t.Fatalf("result %+v", r)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Pipe did not return after both sides finished")
+			}
+		})
+	}
+}
+
+// TestPipeWithoutHalfClose: net.Pipe conns cannot half-close, so EOF from
+// one side closes both, and Pipe still returns.
+func TestPipeWithoutHalfClose(t *testing.T) {
+	app, client := net.Pipe()
+	target, server := net.Pipe()
+	res := make(chan Result, 1)
+	go func() { res <- Pipe(client, target) }()
+	go func() { _, _ = io.Copy(server, server) }()
+	if _, err := app.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(app, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	app.Close()
+	select {
+	case <-res:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return after the client closed")
+	}
+}
+
+// TestPipeAbortsOnReset: a target that resets makes Pipe close the client
+// too, instead of leaving the other direction blocked.
+func TestPipeAbortsOnReset(t *testing.T) {
+	app, client := tcpPair(t)
+	target, server := tcpPair(t)
+	res := make(chan Result, 1)
+	go func() { res <- Pipe(client, target) }()
+	_ = server.(*net.TCPConn).SetLinger(0)
+	server.Close()
+	_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := app.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client still open after the target reset")
+	}
+	select {
+	case <-res:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return")
+	}
+}
