@@ -317,8 +317,11 @@ func pluginBuildFlags(e *pluginEnv) []string {
 	return out
 }
 
-// explicitFlags is pluginBuildFlags with every flag spelled out, so that
-// GOFLAGS in the environment cannot change them.
+// explicitFlags is pluginBuildFlags with the boolean flags and -pgo spelled
+// out. Empty string flags are left out: go records "-asmflags=" in the
+// build information, and the result should be the very bytes a plain
+// "go build -buildmode=plugin" gives. buildEnv drops these flags from
+// GOFLAGS instead.
 func explicitFlags(e *pluginEnv) []string {
 	var out []string
 	for _, k := range boolFlags {
@@ -329,14 +332,31 @@ func explicitFlags(e *pluginEnv) []string {
 		if k == "-pgo" && v == "" {
 			v = "off"
 		}
-		out = append(out, k+"="+v)
+		if v != "" {
+			out = append(out, k+"="+v)
+		}
 	}
 	return out
 }
 
+// cleanGOFLAGS removes the flags that change fingerprints from a GOFLAGS
+// value; the plugin build sets them itself.
+func cleanGOFLAGS(v string) string {
+	var keep []string
+	for _, f := range strings.Fields(v) {
+		name, _, _ := strings.Cut(strings.TrimPrefix(f, "-"), "=")
+		if slices.Contains(boolFlags, "-"+name) || slices.Contains(stringFlags, "-"+name) {
+			continue
+		}
+		keep = append(keep, f)
+	}
+	return strings.Join(keep, " ")
+}
+
 // buildEnv is the environment of the plugin's go commands.
 func buildEnv(e *pluginEnv) []string {
-	env := append(os.Environ(), "CGO_ENABLED=1", "GOTOOLCHAIN=local", "GOOS="+e.GOOS, "GOARCH="+e.GOARCH)
+	env := append(os.Environ(), "CGO_ENABLED=1", "GOTOOLCHAIN=local", "GOOS="+e.GOOS, "GOARCH="+e.GOARCH,
+		"GOFLAGS="+cleanGOFLAGS(os.Getenv("GOFLAGS")))
 	for _, k := range envSettings {
 		if k == "GOOS" || k == "GOARCH" {
 			continue
