@@ -18,6 +18,7 @@ import (
 
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connectortest"
 	"github.com/secretless-broker/secretless-broker/sdk/log"
 )
 
@@ -188,6 +189,27 @@ func do(t *testing.T, conn net.Conn, r *bufio.Reader, args ...string) string {
 	return line
 }
 
+// loadKit loads the plugin with the SDK's test kit, as the broker would.
+func loadKit(t *testing.T) *connectortest.TCP {
+	t.Helper()
+	k, err := connectortest.LoadTCP(t, GetTCPPlugin(), connectortest.Options{Info: PluginInfo()})
+	if err != nil {
+		t.Fatalf("LoadTCP: %v", err)
+	}
+	return k
+}
+
+// kitCreds converts credentials to the kit's form.
+func kitCreds(c connector.CredentialValuesByID) connectortest.Credentials {
+	out := connectortest.Credentials{}
+	for k, v := range c {
+		out[k] = string(v)
+	}
+	return out
+}
+
+// TestConnect drives an application connection through the connector and
+// the kit's relay to a real redis-server.
 func TestConnect(t *testing.T) {
 	srv := startRedis(t)
 
@@ -200,26 +222,23 @@ func TestConnect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			brokerSide, _ := clientPair(t)
-			backend, err := newConnector(t).Connect(brokerSide, srv.creds(tt.user, tt.password))
+			app, err := loadKit(t).Connect(t, kitCreds(srv.creds(tt.user, tt.password)))
 			if err != nil {
 				t.Fatalf("Connect: %v", err)
 			}
-			defer backend.Close()
-
-			r := bufio.NewReader(backend)
-			if got := do(t, backend, r, "PING"); got != "+PONG" {
+			r := bufio.NewReader(app)
+			if got := do(t, app, r, "PING"); got != "+PONG" {
 				t.Errorf("PING = %q, want +PONG", got)
 			}
 			key, value := "k-"+randomHex(t, 4), "v-"+randomHex(t, 4)
-			if got := do(t, backend, r, "SET", key, value); got != "+OK" {
+			if got := do(t, app, r, "SET", key, value); got != "+OK" {
 				t.Errorf("SET = %q, want +OK", got)
 			}
-			if got := do(t, backend, r, "GET", key); got != value {
+			if got := do(t, app, r, "GET", key); got != value {
 				t.Errorf("GET = %q, want %q", got, value)
 			}
 			if tt.user != "" {
-				if got := do(t, backend, r, "ACL", "WHOAMI"); got != tt.user {
+				if got := do(t, app, r, "ACL", "WHOAMI"); got != tt.user {
 					t.Errorf("ACL WHOAMI = %q, want %q", got, tt.user)
 				}
 			}
@@ -262,10 +281,10 @@ func TestConnectFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			brokerSide, appSide := clientPair(t)
-			backend, err := newConnector(t).Connect(brokerSide, tt.creds)
+			// The kit also fails the test if the password shows up in the
+			// error, in a log message or in what the client is sent.
+			appSide, err := loadKit(t).Connect(t, kitCreds(tt.creds))
 			if err == nil {
-				backend.Close()
 				t.Fatal("Connect succeeded, want an error")
 			}
 			if !strings.Contains(err.Error(), tt.wantInErr) {
