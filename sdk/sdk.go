@@ -17,7 +17,12 @@
 //	func GetTCPPlugin() tcp.Plugin   // when PluginInfo()["type"] == "connector.tcp"
 //	func GetHTTPPlugin() http.Plugin // when PluginInfo()["type"] == "connector.http"
 //
-// See the packages connector, connector/tcp, connector/http and log.
+// See the packages connector, connector/tcp, connector/http and log, and
+// connectortest for testing a connector without building a plugin. The
+// broker prints what a plugin build must match with
+// "secretless-broker plugins env", and builds plugins that match with
+// "secretless-broker plugins build"; docs/plugins in the repository explains
+// both.
 package sdk
 
 // PluginAPIVersion is the plugin API version this SDK implements. A plugin's

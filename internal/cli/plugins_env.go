@@ -901,6 +901,15 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(stderr, err)
 	}
+	// Refuse a plugin directory or checksum file that cannot be updated
+	// before spending time on builds.
+	planned := map[string]string{}
+	for _, j := range jobs {
+		planned[j.name] = strings.Repeat("0", 64)
+	}
+	if _, _, err := mergeChecksums(dir, sums, planned); err != nil {
+		return fail(stderr, err)
+	}
 	staging, err := os.MkdirTemp(filepath.Dir(dir), ".secretless-plugins-build-")
 	if err != nil {
 		return fail(stderr, err)

@@ -67,10 +67,10 @@ func writeSums(t *testing.T, dir string) string {
 	return sums
 }
 
-// runTokenService starts the broker with one plugin directory and a service
+// runTokenService starts a broker binary with one plugin directory and a service
 // of the given line-token connector, sends a line through it as an
 // application without the token would, and checks the target's answer.
-func runTokenService(t *testing.T, pluginDir, sums, connectorID string) {
+func runTokenService(t *testing.T, brokerBin, pluginDir, sums, connectorID string) {
 	t.Helper()
 	const token = "tok-5e2b-77c1"
 	target := tokenTarget(t, token)
@@ -90,7 +90,7 @@ services:
 	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, []string{"LINE_TOKEN=" + token}, broker(t), "-f", cfg, "-p", pluginDir, "-s", sums, "-health-addr", health, "-debug")
+	p := start(t, []string{"LINE_TOKEN=" + token}, brokerBin, "-f", cfg, "-p", pluginDir, "-s", sums, "-health-addr", health, "-debug")
 	p.waitListening(t, listen)
 
 	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
@@ -162,7 +162,7 @@ func TestOutOfTreePluginLoads(t *testing.T) {
 			}
 			sums := tt.build(t, pluginDir)
 			digests[tt.name] = sha256File(t, filepath.Join(pluginDir, "linetoken.so"))
-			runTokenService(t, pluginDir, sums, "linetoken")
+			runTokenService(t, bin, pluginDir, sums, "linetoken")
 		})
 	}
 	t.Run("both builds are the same bytes", func(t *testing.T) {
@@ -225,7 +225,7 @@ func TestPortedPlugin(t *testing.T) {
 		if _, err := run(r, nil, "go", "build", "-buildmode=plugin", "-o", filepath.Join(pluginDir, "linetoken-ported.so"), "./examples/ported"); err != nil {
 			t.Fatal(err)
 		}
-		runTokenService(t, pluginDir, writeSums(t, pluginDir), "linetoken-ported")
+		runTokenService(t, broker(t), pluginDir, writeSums(t, pluginDir), "linetoken-ported")
 	})
 }
 
