@@ -375,7 +375,7 @@ func sdkRequirement(e *pluginEnv) []string {
 	switch {
 	case e.trimpath():
 		if e.SDK.Replace != "" {
-			return []string{req, "replace " + sdkModule + " => /path/to/a/copy/of/the/same/sdk/sources   (any directory: with -trimpath only the version and the contents count)"}
+			return []string{req, "replace " + sdkModule + " => /path/to/a/copy/of/the/sdk"}
 		}
 		return []string{req}
 	case e.SDK.Dir != "" && moduleCache(e.SDK) == "":
@@ -898,8 +898,10 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fail(stderr, err)
+	for _, d := range []string{dir, filepath.Dir(sums)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fail(stderr, err)
+		}
 	}
 	// Refuse a plugin directory or checksum file that cannot be updated
 	// before spending time on builds.
