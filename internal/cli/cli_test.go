@@ -57,7 +57,7 @@ func TestVersionAndHelp(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      password: {from: env, get: X}\n")
+	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
 	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
 	emptyDir := t.TempDir()
@@ -92,7 +92,7 @@ func TestStartupFailures(t *testing.T) {
 	}
 	defer busy.Close()
 	cfgOn := func(addr string) string {
-		return writeFile(t, "s.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://"+addr+"\n")
+		return writeFile(t, "s.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://"+addr+"\n    credentials:\n      host: localhost\n      username: app\n")
 	}
 	free := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -276,7 +276,7 @@ func digestEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare(x, y) == 1
 }
 
-const rebuildHint = "rebuild the plugin with the same Go version, the same -race/-trimpath flags, and from the same checkout/module versions as the broker"
+const rebuildHint = "rebuild the plugin with the same Go version, the same -race/-trimpath flags, and from the same checkout/module versions as the broker (\"secretless-broker plugins check FILE.so\" names the exact change; \"secretless-broker plugins build\" builds with matching flags)"
 
 // checkCompatibility predicts what plugin.Open would say about each plugin,
 // in load order, from the package fingerprints of the executable, of the
