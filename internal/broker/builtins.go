@@ -1,9 +1,6 @@
 package broker
 
 import (
-	"io/fs"
-	"os"
-
 	"github.com/secretless-broker/secretless-broker/internal/connectors/aws"
 	"github.com/secretless-broker/secretless-broker/internal/connectors/basicauth"
 	"github.com/secretless-broker/secretless-broker/internal/connectors/generichttp"
@@ -23,12 +20,5 @@ func Builtins() []registry.Entry {
 		{ID: basicauth.ID, Type: sdk.TypeHTTPConnector, Description: basicauth.Description, Source: "built-in", HTTP: basicauth.Plugin()},
 		{ID: generichttp.ID, Type: sdk.TypeHTTPConnector, Description: generichttp.Description, Source: "built-in", HTTP: generichttp.Plugin()},
 		{ID: aws.ID, Type: sdk.TypeHTTPConnector, Description: aws.Description, Source: "built-in", HTTP: aws.Plugin()},
-	}
-}
-
-// removeSocket deletes a unix socket file the broker created, and nothing else.
-func removeSocket(path string) {
-	if st, err := os.Lstat(path); err == nil && st.Mode().Type() == fs.ModeSocket {
-		_ = os.Remove(path)
 	}
 }

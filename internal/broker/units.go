@@ -145,9 +145,6 @@ func (u *tcpUnit) serve(b *Broker) {
 func (u *tcpUnit) shutdown(ctx context.Context) error {
 	err := u.ts.Shutdown(ctx)
 	<-u.done
-	if u.svc.cfg.ListenOn.Network == "unix" {
-		removeSocket(u.svc.cfg.ListenOn.Address)
-	}
 	return err
 }
 
@@ -222,9 +219,6 @@ func (g *httpGroup) shutdown(ctx context.Context) error {
 	g.stopping.Store(true)
 	err := g.srv.Shutdown(ctx)
 	<-g.done
-	if g.at.Network == "unix" {
-		removeSocket(g.at.Address)
-	}
 	return err
 }
 

@@ -9,8 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/config"
@@ -120,7 +122,17 @@ func (Env) Get(_ context.Context, id string) ([]byte, error) {
 	return []byte(v), nil
 }
 
-// File returns the exact contents of a file (no trimming of newlines).
+// MaxFileSize is the largest credential file the file provider reads.
+const MaxFileSize = 1 << 20
+
+// ErrNotRegular is returned for a credential path that is not a regular
+// file (a fifo or device could block or never end).
+var ErrNotRegular = errors.New("not a regular file")
+
+// File returns the exact contents of a file (no trimming of newlines). Only
+// regular files up to MaxFileSize are read, so a path naming a fifo, a device
+// such as /dev/zero or a huge file fails that connection instead of blocking
+// or exhausting memory.
 type File struct{}
 
 // Name implements Provider.
@@ -134,15 +146,39 @@ func (File) Get(ctx context.Context, id string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(id)
+	f, err := os.OpenFile(id, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("read %s: %w", id, pe.Err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: %w (%s)", id, ErrNotRegular, st.Mode().Type())
+	}
+	if st.Size() > MaxFileSize {
+		return nil, fmt.Errorf("read %s: file is larger than %d bytes", id, MaxFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		clear(b)
+		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+	}
+	if len(b) > MaxFileSize {
+		clear(b)
+		return nil, fmt.Errorf("read %s: file is larger than %d bytes", id, MaxFileSize)
 	}
 	return b, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/secretless-broker/secretless-broker/internal/config"
@@ -15,6 +16,14 @@ func TestFetch(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "pw")
 	if err := os.WriteFile(secretFile, []byte("file-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, make([]byte, MaxFileSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("SL_TEST_PW", "env-secret")
@@ -32,6 +41,10 @@ func TestFetch(t *testing.T) {
 		{"env missing names the variable", config.Credential{Name: "pw", From: "env", Get: "SL_TEST_NOPE"}, "", `credential "pw" from env: environment variable is not set: SL_TEST_NOPE`},
 		{"file exact contents", config.Credential{Name: "pw", From: "file", Get: secretFile}, "file-secret\n", ""},
 		{"file missing", config.Credential{Name: "pw", From: "file", Get: filepath.Join(dir, "nope")}, "", "no such file"},
+		{"fifo is refused, not read", config.Credential{Name: "pw", From: "file", Get: fifo}, "", "not a regular file"},
+		{"device is refused", config.Credential{Name: "pw", From: "file", Get: "/dev/zero"}, "", "not a regular file"},
+		{"huge file is refused", config.Credential{Name: "pw", From: "file", Get: huge}, "", "larger than"},
+		{"directory is refused", config.Credential{Name: "pw", From: "file", Get: dir}, "", "not a regular file"},
 		{"unknown provider", config.Credential{Name: "pw", From: "vault9", Get: "x"}, "", `unknown provider "vault9"`},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/secretless-broker/secretless-broker/internal/metrics"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
@@ -118,7 +122,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 type refusingConnector struct{ tcp.Connector }
 
-func (refusingConnector) Refuse(c net.Conn, reason string) {
+func (refusingConnector) Refuse(c net.Conn, reason tcp.RefuseReason) {
 	_, _ = c.Write([]byte("refused: " + reason))
 }
 
@@ -146,5 +150,71 @@ func TestLimitToldToClient(t *testing.T) {
 	got, _ := io.ReadAll(second)
 	if string(got) != "refused: too many connections for this service" {
 		t.Fatalf("refused client read %q", got)
+	}
+}
+
+// stuck ignores its client and deadlines, like a badly written plugin.
+type stuck struct{ release chan struct{} }
+
+func (s stuck) Connect(net.Conn, connector.CredentialValuesByID) (net.Conn, error) {
+	<-s.release
+	return nil, errors.New("released")
+}
+
+func TestStuckConnectorCannotHoldClientOrShutdown(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &TCPService{Name: "svc", Listener: l, Connector: stuck{release}, HandshakeTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Fetch: func(context.Context) (connector.CredentialValuesByID, error) {
+			return connector.CredentialValuesByID{}, nil
+		}}
+	go func() { _ = s.Serve() }()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from a stuck connector")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("client held for %v despite a 300ms connectTimeout", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("shutdown err = %v", err)
+		}
+	case <-time.After(abandonAfter + 3*time.Second):
+		t.Fatal("shutdown never finished with a connector stuck")
+	}
+}
+
+func TestProviderFailureToldToClient(t *testing.T) {
+	target := echoServer(t)
+	c := refusingConnector{dialer(target.Addr().String())}
+	s, _ := startService(t, c, func(context.Context) (connector.CredentialValuesByID, error) {
+		return nil, errors.New("environment variable is not set: X")
+	})
+	conn, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(conn)
+	if string(got) != "refused: "+string(tcp.RefuseCredentialsUnavailable) {
+		t.Fatalf("client read %q", got)
 	}
 }

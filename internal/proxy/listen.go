@@ -54,7 +54,16 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 			_ = l.Close()
 			return nil, fmt.Errorf("listen on %s: chmod: %w", addr, err)
 		}
-		return l, nil
+		ul := l.(*net.UnixListener)
+		// Go would unlink the path on Close whatever is there by then; we
+		// unlink it only if it is still the socket we created.
+		ul.SetUnlinkOnClose(false)
+		st, err := os.Lstat(addr.Address)
+		if err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		return &unixListener{UnixListener: ul, path: addr.Address, id: fileID(st)}, nil
 	}
 	return nil, fmt.Errorf("listen on %s: unsupported network %q", addr, addr.Network)
 }
@@ -70,4 +79,31 @@ func unwrapOp(err error) error {
 		return op.Err
 	}
 	return err
+}
+
+// unixListener removes its socket file on Close, but only if the path still
+// names the very socket it created (same device and inode): a file that
+// replaced it is never deleted.
+type unixListener struct {
+	*net.UnixListener
+	path string
+	id   [2]uint64
+	once sync.Once
+}
+
+func (u *unixListener) Close() error {
+	err := u.UnixListener.Close()
+	u.once.Do(func() {
+		if st, lerr := os.Lstat(u.path); lerr == nil && st.Mode().Type() == fs.ModeSocket && fileID(st) == u.id {
+			_ = os.Remove(u.path)
+		}
+	})
+	return err
+}
+
+func fileID(st os.FileInfo) [2]uint64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return [2]uint64{uint64(sys.Dev), sys.Ino}
+	}
+	return [2]uint64{}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -416,4 +417,49 @@ func TestListenUnix(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+func TestUnixSocketRemovedOnlyIfStillOurs(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name     string
+		replace  func(t *testing.T, path string)
+		wantGone bool
+	}{
+		{"our socket is removed", func(*testing.T, string) {}, true},
+		{"a file that replaced it stays", func(t *testing.T, p string) {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("precious"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"another socket that replaced it stays", func(t *testing.T, p string) {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			other, err := net.Listen("unix", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other.(*net.UnixListener).SetUnlinkOnClose(false)
+			other.Close()
+		}, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, fmt.Sprintf("s%d.sock", i))
+			l, err := Listen(config.Address{Network: "unix", Address: p, Raw: "unix://" + p}, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.replace(t, p)
+			l.Close()
+			_, err = os.Lstat(p)
+			if gone := errors.Is(err, os.ErrNotExist); gone != tt.wantGone {
+				t.Fatalf("after Close, gone = %v, want %v", gone, tt.wantGone)
+			}
+		})
+	}
 }

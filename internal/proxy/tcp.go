@@ -89,7 +89,11 @@ func (s *TCPService) Serve() error {
 			s.fail(metrics.ReasonLimit)
 			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name,
 				"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
-			s.refuse(c, "too many connections for this service")
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.refuse(c, tcp.RefuseTooManyConnections)
+			}()
 			continue
 		}
 		if !ok {
@@ -109,23 +113,18 @@ func (s *TCPService) Serve() error {
 const RefuseTimeout = 2 * time.Second
 
 // refuse closes c, first letting a connector that implements tcp.Refuser
-// tell the client why (in a goroutine, bounded by RefuseTimeout and by the
-// number of refusals in flight, so a flood cannot pile up goroutines).
-func (s *TCPService) refuse(c net.Conn, reason string) {
+// tell the client why, bounded by RefuseTimeout and by the number of
+// refusals in flight (so a flood cannot pile up work).
+func (s *TCPService) refuse(c net.Conn, reason tcp.RefuseReason) {
+	defer c.Close()
 	r, ok := s.Connector.(tcp.Refuser)
 	if !ok || !s.refusing.TryAcquire() {
-		_ = c.Close()
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.refusing.Release()
-		defer c.Close()
-		defer func() { _ = recover() }()
-		_ = c.SetDeadline(time.Now().Add(RefuseTimeout))
-		r.Refuse(c, reason)
-	}()
+	defer s.refusing.Release()
+	defer func() { _ = recover() }()
+	_ = c.SetDeadline(time.Now().Add(RefuseTimeout))
+	r.Refuse(c, reason)
 }
 
 func isTemporary(err error) bool {
@@ -183,6 +182,8 @@ func setKeepAlive(c net.Conn) {
 }
 
 func (s *TCPService) handle(client net.Conn) {
+	// Closed on every path, including a connector that calls runtime.Goexit.
+	defer client.Close()
 	log := s.Logger.With("service", s.Name, "conn", connIDs.Add(1), "client", client.RemoteAddr().String())
 	start := time.Now()
 	setKeepAlive(client)
@@ -190,7 +191,9 @@ func (s *TCPService) handle(client net.Conn) {
 	if err != nil {
 		s.fail(reason)
 		log.Warn("connection refused", "reason", reason, "error", err, "duration", time.Since(start))
-		_ = client.Close()
+		if reason == metrics.ReasonCredentials {
+			s.refuse(client, tcp.RefuseCredentialsUnavailable)
+		}
 		return
 	}
 	if s.Metrics != nil {
@@ -233,6 +236,9 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	}
 	defer creds.Zero()
 	_ = client.SetDeadline(deadline)
+	// A connector that ignores deadlines (or blocks elsewhere) still loses
+	// its client at the deadline; whatever it returns later is discarded.
+	timer := time.AfterFunc(time.Until(deadline), func() { _ = client.Close() })
 	defer func() {
 		if r := recover(); r != nil {
 			// The stack goes to the debug log only; the message is redacted.
@@ -241,6 +247,12 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 		}
 	}()
 	target, err = s.Connector.Connect(client, creds)
+	if !timer.Stop() {
+		if target != nil {
+			_ = target.Close()
+		}
+		return nil, metrics.ReasonTimeout, fmt.Errorf("connector did not finish within connectTimeout (%v)", timeout)
+	}
 	if err != nil {
 		if target != nil {
 			_ = target.Close()
@@ -258,6 +270,10 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	_ = target.SetDeadline(time.Time{})
 	return target, "", nil
 }
+
+// abandonAfter is how long Shutdown waits, after its deadline and closing
+// every connection, for goroutines stuck in a connector.
+const abandonAfter = 2 * time.Second
 
 // StopAccepting closes the listener; open connections continue.
 func (s *TCPService) StopAccepting() {
@@ -283,7 +299,14 @@ func (s *TCPService) Shutdown(ctx context.Context) error {
 			_ = c.Close()
 		}
 		s.mu.Unlock()
-		<-done
+		// Closing the sockets ends every relay. A connector stuck in code
+		// that ignores its connection gets a moment more, then is abandoned
+		// so that shutdown always finishes.
+		select {
+		case <-done:
+		case <-time.After(abandonAfter):
+			s.Logger.Warn("abandoning connections stuck in their connector", "service", s.Name, "connections", s.Active())
+		}
 		return ctx.Err()
 	}
 }

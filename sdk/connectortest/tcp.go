@@ -200,7 +200,7 @@ const RefuseTimeout = 2 * time.Second
 // afterwards; otherwise the connection is just closed. It returns the
 // application's end, to read what the connector told the client, and
 // whether the connector implements tcp.Refuser.
-func (k *TCP) Refuse(t testing.TB, reason string) (client net.Conn, implemented bool) {
+func (k *TCP) Refuse(t testing.TB, reason tcp.RefuseReason) (client net.Conn, implemented bool) {
 	t.Helper()
 	brokerSide, client := tcpPair(t)
 	t.Cleanup(func() { client.Close() })

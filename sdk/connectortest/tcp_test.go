@@ -483,7 +483,7 @@ type refuser struct {
 	panics bool
 }
 
-func (r refuser) Refuse(c net.Conn, reason string) {
+func (r refuser) Refuse(c net.Conn, reason tcp.RefuseReason) {
 	if r.panics {
 		panic("no words")
 	}
@@ -498,7 +498,7 @@ func TestRefuse(t *testing.T) {
 		want        string
 		wantReport  string
 	}{
-		{name: "refuser", connector: refuser{}, implemented: true, want: "BUSY too many connections\n"},
+		{name: "refuser", connector: refuser{}, implemented: true, want: "BUSY too many connections for this service\n"},
 		{name: "plain connector", connector: tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) { return nil, nil }),
 			want: "read error: EOF"},
 		{name: "panicking refuser", connector: refuser{panics: true}, implemented: true, want: "read error: EOF", wantReport: "Refuse panicked: no words"},
@@ -510,7 +510,7 @@ func TestRefuse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			client, implemented := k.Refuse(rec, "too many connections")
+			client, implemented := k.Refuse(rec, tcp.RefuseTooManyConnections)
 			if implemented != tt.implemented {
 				t.Errorf("implemented = %v, want %v", implemented, tt.implemented)
 			}

@@ -8,17 +8,22 @@ import (
 )
 
 // Refuse implements tcp.Refuser: the broker calls it instead of Connect when
-// the service is at its maxConnections limit. It answers the client's
-// encryption requests as Connect would, then sends one FATAL ErrorResponse
-// with SQLSTATE 53300 (too_many_connections), which libpq clients show as
-// "FATAL: ...". A CancelRequest gets no answer, as from a real server.
-func (c *pgConnector) Refuse(clientConn net.Conn, reason string) {
+// it will not serve the client. It answers the client's encryption requests
+// as Connect would, then sends one FATAL ErrorResponse: SQLSTATE 53300
+// (too_many_connections) at the service's maxConnections limit, 08001
+// (sqlclient_unable_to_establish_sqlconnection) when the credentials could
+// not be fetched. A CancelRequest gets no answer, as from a real server.
+func (c *pgConnector) Refuse(clientConn net.Conn, reason tcp.RefuseReason) {
 	s := &session{c: c, raw: clientConn, client: clientConn, deadline: time.Now().Add(c.cfg.handshakeTimeout)}
 	pkt, err := s.readClientStartup()
 	if err != nil || pkt.kind == kindCancelRequest {
 		return
 	}
-	_, _ = s.client.Write(errorResponse(codeTooManyConnections, "secretless: "+reason, ""))
+	code := codeUnableToConnect
+	if reason == tcp.RefuseTooManyConnections {
+		code = codeTooManyConnections
+	}
+	_, _ = s.client.Write(errorResponse(code, "secretless: "+string(reason), ""))
 }
 
 var _ tcp.Refuser = (*pgConnector)(nil)
