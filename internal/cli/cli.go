@@ -95,6 +95,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
+			if len(args) > 1 {
+				return usageErr(stderr, "version: unexpected argument %q", args[1])
+			}
 			return printVersion(stdout)
 		case "validate":
 			return validate(args[1:], stdout, stderr)
@@ -160,6 +163,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		return printVersion(stdout)
 	}
+	if code := emptyFlag(fs, stderr, "s", "f", "p"); code != ExitOK {
+		return code
+	}
 	if fs.NArg() > 0 {
 		return usageErr(stderr, "unexpected argument %q", fs.Arg(0))
 	}
@@ -171,13 +177,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	log := logging.NewFormat(stderr, *debug, *logFormat)
-	if *profile != "" {
-		stopProfile, err := startProfile(*profile, log)
-		if err != nil {
-			return fail(stderr, err)
-		}
-		defer stopProfile()
-	}
 	log.Debug("starting secretless-broker", "version", Version, "go", runtime.Version(), "config", file)
 	b, err := broker.Prepare(broker.Options{
 		ConfigFile: file, PluginDir: *pluginDir, ChecksumFile: *sumFile,
@@ -188,6 +187,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := b.Start(); err != nil {
 		return fail(stderr, err)
+	}
+	if *profile != "" {
+		// Opened last, like every listener: only once start-up succeeded.
+		stopProfile, err := startProfile(*profile, log)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		defer stopProfile()
+	}
+	if a := b.HealthAddr(); a != nil {
+		log.Info("health server listening", "address", a.String())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -225,6 +235,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	sumFile := fs.String("s", "", "plugin checksum file")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
+	}
+	if code := emptyFlag(fs, stderr, "s", "f", "p"); code != ExitOK {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageErr(stderr, "validate: unexpected argument %q", fs.Arg(0))
@@ -303,6 +316,9 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) int {
 		if *sumFile == "" {
 			return usageErr(stderr, "plugins verify: -s FILE is required")
 		}
+		if fs.NArg() > 0 {
+			return usageErr(stderr, "plugins verify: unexpected argument %q", fs.Arg(0))
+		}
 		res, err := plugins.Verify(plugins.Options{Dir: *dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(),
 			Logger: logging.New(io.Discard, false)})
 		problems := splitErrors(err)
@@ -345,4 +361,19 @@ func splitErrors(err error) []string {
 		return nil
 	}
 	return strings.Split(err.Error(), "\n")
+}
+
+// emptyFlag refuses flags given explicitly with an empty value, such as
+// -s "$SUMS" with SUMS unset: silently running without verification (or
+// without a config) would be the opposite of what was asked.
+func emptyFlag(fs *flag.FlagSet, stderr io.Writer, names ...string) int {
+	code := ExitOK
+	fs.Visit(func(f *flag.Flag) {
+		for _, n := range names {
+			if f.Name == n && f.Value.String() == "" {
+				code = usageErr(stderr, "-%s was given an empty value (an unset variable?); omit the flag or give a path", n)
+			}
+		}
+	})
+	return code
 }

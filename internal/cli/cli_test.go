@@ -156,3 +156,14 @@ func TestHealthCommand(t *testing.T) {
 		})
 	}
 }
+
+func TestEmptyFlagValues(t *testing.T) {
+	for _, f := range []string{"-s", "-f", "-p"} {
+		t.Run(f, func(t *testing.T) {
+			code, _, errs := runMain(t, f, "")
+			if code != ExitUsage || !strings.Contains(errs, f+" was given an empty value") {
+				t.Fatalf("code %d, stderr %s", code, errs)
+			}
+		})
+	}
+}

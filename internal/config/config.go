@@ -146,11 +146,28 @@ func Find() (string, error) {
 	return "", fmt.Errorf("%w (looked for %s; use -f FILE)", ErrNotFound, strings.Join(candidates, ", "))
 }
 
-// Load reads and validates a config file.
+// MaxFileSize is the largest config file Load reads.
+const MaxFileSize = 16 << 20
+
+// Load reads and validates a config file: a regular file of at most
+// MaxFileSize bytes.
 func Load(file string, providers ProviderInfo) (*Config, error) {
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read config %s: not a regular file", file)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("read config %s: larger than %d bytes", file, MaxFileSize)
 	}
 	return Parse(file, data, providers)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -224,11 +225,28 @@ func Sum(dir string) (string, error) {
 	return b.String(), nil
 }
 
-// readChecksumFile reads and parses the checksum file at path.
+// maxChecksumFile bounds the checksum file (about 10,000 lines).
+const maxChecksumFile = 1 << 20
+
+// readChecksumFile reads and parses the checksum file at path: a regular
+// file of at most maxChecksumFile bytes.
 func readChecksumFile(path string) ([]Entry, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, errorf(ErrChecksumFile, "checksum file %q: %w", path, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, errorf(ErrChecksumFile, "checksum file %q: %w", path, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, errorf(ErrChecksumFile, "checksum file %q: not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxChecksumFile+1))
+	if err != nil {
+		return nil, errorf(ErrChecksumFile, "checksum file %q: %w", path, err)
+	}
+	if len(data) > maxChecksumFile {
+		return nil, errorf(ErrChecksumFile, "checksum file %q: larger than %d bytes", path, maxChecksumFile)
 	}
 	entries, err := ParseChecksums(data)
 	if err != nil {
