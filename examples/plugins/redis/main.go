@@ -135,13 +135,28 @@ func auth(conn net.Conn, username, password []byte) error {
 		return conn.SetDeadline(time.Time{})
 	case len(reply) > 0 && reply[0] == '-':
 		// A server error such as "WRONGPASS invalid username-password
-		// pair". Redis does not echo the password, but a hostile target
-		// could: never let it through.
-		msg := bytes.ReplaceAll(reply[1:], password, []byte("[REDACTED]"))
-		return fmt.Errorf("server said %q", msg)
+		// pair". Only its error code (the first word) is passed on: a
+		// hostile or buggy target could echo the password, or a variant
+		// of it, in the rest of the text.
+		return fmt.Errorf("server refused the login (%s)", errorCode(reply[1:]))
 	default:
 		return errors.New("unexpected reply to AUTH")
 	}
+}
+
+// errorCode returns the first word of a RESP error if it is an upper-case
+// code such as WRONGPASS or NOAUTH, and "error" otherwise.
+func errorCode(msg []byte) string {
+	code, _, _ := bytes.Cut(msg, []byte(" "))
+	if len(code) == 0 || len(code) > 32 {
+		return "error"
+	}
+	for _, c := range code {
+		if (c < 'A' || c > 'Z') && c != '_' {
+			return "error"
+		}
+	}
+	return string(code)
 }
 
 // respArray encodes a command as a RESP array of bulk strings.
