@@ -66,6 +66,7 @@ type Service struct {
 
 	line          int // line of the service key
 	connectorLine int
+	listenLine    int
 }
 
 // Credential is one entry under a service's credentials:.
@@ -227,7 +228,7 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 		switch k.Value {
 		case "version":
 			versionSeen = true
-			if v.Kind != yaml.ScalarNode || (v.Value != "2" && v.Value != "2.0") {
+			if v.Kind != yaml.ScalarNode || v.Value != "2" {
 				p.addf(v, "version", "unsupported version %q: only version 2 is supported", v.Value)
 			}
 		case "services":
@@ -263,10 +264,19 @@ func yamlErrLine(msg string) (int, bool) {
 	return 0, false
 }
 
+// forEachPair calls f for each key and value of a mapping, with aliases
+// (*anchor) resolved.
 func forEachPair(m *yaml.Node, f func(k, v *yaml.Node)) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		f(m.Content[i], m.Content[i+1])
+		f(resolve(m.Content[i]), resolve(m.Content[i+1]))
 	}
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for depth := 0; n.Kind == yaml.AliasNode && n.Alias != nil && depth < 8; depth++ {
+		n = n.Alias
+	}
+	return n
 }
 
 func isNull(n *yaml.Node) bool {
@@ -315,7 +325,7 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 		switch k.Value {
 		case "connector", "protocol": // protocol: deprecated Secretless spelling
 			if s.Connector != "" {
-				p.addf(k, kp, "connector given twice (connector and protocol)")
+				p.addf(k, kp, "connector given twice (as connector or its old name protocol)")
 				return
 			}
 			if v.Kind != yaml.ScalarNode || v.Value == "" || isNull(v) {
@@ -334,7 +344,7 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 				p.addf(v, kp, "%v", err)
 				return
 			}
-			s.ListenOn = a
+			s.ListenOn, s.listenLine = a, v.Line
 		case "socketMode":
 			modeSeen = true
 			m, err := strconv.ParseUint(v.Value, 8, 32)
@@ -419,10 +429,10 @@ func (p *parser) credentials(path string, n *yaml.Node) []Credential {
 			forEachPair(v, func(kk, vv *yaml.Node) {
 				switch kk.Value {
 				case "from":
-					fromSeen = true
+					fromSeen = !isNull(vv)
 					c.From = vv.Value
 				case "get":
-					getSeen = true
+					getSeen = !isNull(vv)
 					c.Get = vv.Value
 				default:
 					p.addf(kk, cp+"."+kk.Value, "unknown key (expected from, get)")
@@ -525,7 +535,7 @@ func CheckAddresses(cfg *Config, shared func(connector string) bool) []Problem {
 			if a.ListenOn.Address == b.ListenOn.Address && shared(a.Connector) && shared(b.Connector) {
 				continue
 			}
-			out = append(out, Problem{File: cfg.File, Line: a.line, Path: "services." + a.Name + ".listenOn",
+			out = append(out, Problem{File: cfg.File, Line: a.listenLine, Path: "services." + a.Name + ".listenOn",
 				Msg: fmt.Sprintf("address %s is also used by service %q", a.ListenOn, b.Name)})
 			break
 		}

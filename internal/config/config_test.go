@@ -37,6 +37,17 @@ services:
     idleTimeout: 1m
 `
 
+func TestAliasesResolve(t *testing.T) {
+	in := "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: &h db.internal\n      user: *h\n"
+	cfg, err := Parse("c.yml", []byte(in), testProviders{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Services[0].Credentials; len(c) != 2 || c[0].Get != "db.internal" || c[1].Get != "db.internal" {
+		t.Fatalf("credentials = %+v", c)
+	}
+}
+
 func TestParseGood(t *testing.T) {
 	for _, version := range []string{"2", `"2"`} {
 		t.Run("version "+version, func(t *testing.T) {
@@ -116,6 +127,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad maxConnections", svc("    connector: pg\n    listenOn: tcp://:1\n    maxConnections: -1\n"), []string{"services.svc.maxConnections: must be a whole number"}},
 		{"bad idleTimeout", svc("    connector: pg\n    listenOn: tcp://:1\n    idleTimeout: soon\n"), []string{"services.svc.idleTimeout: must be a duration"}},
 		{"bad connectTimeout", svc("    connector: pg\n    listenOn: tcp://:1\n    connectTimeout: 10\n"), []string{"services.svc.connectTimeout: must be a duration"}},
+		{"version 2.0", "version: 2.0\nservices: {}\n", []string{`version: unsupported version "2.0"`}},
+		{"null provider", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: ~\n        get: X\n"), []string{"services.svc.credentials.password.from: missing provider"}},
 		{"two documents", good + "---\nversion: 2\n", []string{"more than one YAML document"}},
 		{"every problem reported", svc("    connector: pg\n    listenOn: tcp://:99999\n    bogus: 1\n"), []string{"services.svc.listenOn: port 99999", "services.svc.bogus: unknown key"}},
 	}
@@ -148,7 +161,7 @@ func TestCheckAddresses(t *testing.T) {
 		in   string
 		want string // "" means no problem
 	}{
-		{"same address", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.1:5432"), `c.yml:6: services.b.listenOn: address tcp://127.0.0.1:5432 is also used by service "a"`},
+		{"same address", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.1:5432"), `c.yml:8: services.b.listenOn: address tcp://127.0.0.1:5432 is also used by service "a"`},
 		{"wildcard overlaps", two("pg", "tcp://0.0.0.0:5432", "tcp://127.0.0.1:5432"), "services.b.listenOn: address"},
 		{"empty host overlaps", two("pg", "tcp://:5432", "tcp://[::1]:5432"), "services.b.listenOn: address"},
 		{"same socket", two("pg", "unix:///tmp/s", "unix:///tmp//s"), "services.b.listenOn: address"},
