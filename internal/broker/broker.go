@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -153,7 +154,8 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 			block = rest
 		}
 		if err := validateConfig(e, block); err != nil {
-			problems = append(problems, cfg.ServiceProblem(s, "config", "rejected by connector %q: %v", s.Connector, err))
+			problems = append(problems, connectorConfigProblems(cfg, s, err)...)
+			continue // credential checks read the config block too
 		}
 		if err := validateCredentials(e, s, block); err != nil {
 			problems = append(problems, cfg.ServiceProblem(s, "credentials", "rejected by connector %q: %v", s.Connector, err))
@@ -583,3 +585,26 @@ func knownList(ids []string) string {
 	}
 	return strings.Join(ids, ", ")
 }
+
+// configKeyRE finds "config.KEY.PATH: message" in a connector's error text.
+var configKeyRE = regexp.MustCompile(`(?:^|: )(?:config\.)?([A-Za-z0-9_\-]+(?:\[\d+\])?(?:\.[A-Za-z0-9_\-]+(?:\[\d+\])?)*): (.*)$`)
+
+// connectorConfigProblems reports a connector's verdict on its config block,
+// one problem per line of the error, pointing at the key it names (with that
+// key's line in the file) when the message says "config.KEY: ...".
+func connectorConfigProblems(cfg *config.Config, s config.Service, err error) []config.Problem {
+	var out []config.Problem
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if m := configKeyRE.FindStringSubmatch(line); m != nil && cfg.HasConfigKey(s, m[1]) {
+			msg := lineNoteRE.ReplaceAllString(m[2], "")
+			out = append(out, cfg.ConfigKeyProblem(s, m[1], fmt.Sprintf("rejected by connector %q: %s", s.Connector, msg)))
+			continue
+		}
+		out = append(out, cfg.ConfigKeyProblem(s, "", fmt.Sprintf("rejected by connector %q: %s", s.Connector, line)))
+	}
+	return out
+}
+
+// lineNoteRE matches a "(line N)" note that counts lines inside the config
+// block rather than the file; the problem's own line replaces it.
+var lineNoteRE = regexp.MustCompile(` \(line \d+\)`)

@@ -128,6 +128,10 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 			`aws: credential secretAccessKey is missing`},
 		{"generic_http template typo", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: {from: env, get: T}\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: 'token {{ .tokn }}'\n",
 			`services.h.credentials: rejected by connector "generic_http": headers.Authorization refers to a credential the service does not declare`},
+		{"pg config key with its line", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n    config:\n      tls:\n        cert: /x\n        mode: bogus\n",
+			`s.yml:12: services.d.config.tls.mode: rejected by connector "pg": unknown key; known keys here:`},
+		{"generic_http config key with its line", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: t\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: '{{ .token'\n",
+			`s.yml:11: services.h.config.headers.Authorization: rejected by connector "generic_http":`},
 		{"tcp and http on one address", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:7\n    config:\n      authenticateURLsMatching: x\n  p:\n    connector: pg\n    listenOn: tcp://127.0.0.1:7\n",
 			"services.p.listenOn: address tcp://127.0.0.1:7 is also used by service \"h\""},
 	}

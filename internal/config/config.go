@@ -67,6 +67,7 @@ type Service struct {
 	line          int // line of the service key
 	connectorLine int
 	listenLine    int
+	configNode    *yaml.Node
 }
 
 // Credential is one entry under a service's credentials:.
@@ -382,7 +383,7 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 				p.addf(v, kp, "cannot encode: %v", err)
 				return
 			}
-			s.Config = b
+			s.Config, s.configNode = b, v
 		default:
 			p.addf(k, kp, "unknown key (expected connector, listenOn, credentials, config, socketMode, maxConnections, connectTimeout, idleTimeout)")
 		}
@@ -570,4 +571,70 @@ func (s Service) Equal(o Service) bool {
 		}
 	}
 	return true
+}
+
+// ConfigKeyProblem builds an error about a key inside a service's config
+// block, given as a dotted path such as "tls.mode" (list items as
+// "name[2]"), with the line of that key in the file when it can be found.
+func (c *Config) ConfigKeyProblem(s Service, key, msg string) Problem {
+	line := s.line
+	if n := findKey(s.configNode, key); n != nil {
+		line = n.Line
+	} else if s.configNode != nil {
+		line = s.configNode.Line
+	}
+	path := "services." + s.Name + ".config"
+	if key != "" {
+		path += "." + key
+	}
+	return Problem{File: c.File, Line: line, Path: path, Msg: msg}
+}
+
+// HasConfigKey reports whether a dotted key path exists in a service's
+// config block.
+func (c *Config) HasConfigKey(s Service, key string) bool {
+	n := findKey(s.configNode, key)
+	if n == nil {
+		return false
+	}
+	last := key[strings.LastIndexByte(key, '.')+1:]
+	if i := strings.IndexByte(last, '['); i >= 0 {
+		return true
+	}
+	return n.Value == last
+}
+
+// findKey walks a dotted key path through mapping (and sequence) nodes.
+func findKey(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || key == "" {
+		return nil
+	}
+	var found *yaml.Node
+	for _, part := range strings.Split(key, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			if v, err := strconv.Atoi(part[i+1 : len(part)-1]); err == nil {
+				name, idx = part[:i], v
+			}
+		}
+		n = resolve(n)
+		if n.Kind != yaml.MappingNode {
+			return found
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == name {
+				found, next = n.Content[i], resolve(n.Content[i+1])
+				break
+			}
+		}
+		if next == nil {
+			return found
+		}
+		if idx >= 0 && next.Kind == yaml.SequenceNode && idx < len(next.Content) {
+			found, next = next.Content[idx], next.Content[idx]
+		}
+		n = next
+	}
+	return found
 }

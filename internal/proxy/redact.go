@@ -24,7 +24,10 @@ func Redact(err error, creds connector.CredentialValuesByID) error {
 	msg := err.Error()
 	out := msg
 	for name, v := range creds {
-		if len(v) == 0 || notSecret[name] {
+		// Values under 4 bytes are not searched for: they would match
+		// ordinary words all over the message (such a short secret is no
+		// secret anyway).
+		if len(v) < 4 || notSecret[name] {
 			continue
 		}
 		out = strings.ReplaceAll(out, string(v), "[REDACTED]")
