@@ -105,7 +105,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return pluginsCmd(args[1:], stdout, stderr)
 		case "health":
 			return healthCmd(args[1:], stdout, stderr)
-		case "help":
+		case "help", "-h", "-help", "--help":
+			// Asked-for help is output, not an error: stdout, exit 0.
 			fmt.Fprint(stdout, usage)
 			return ExitOK
 		}
