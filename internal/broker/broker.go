@@ -323,6 +323,7 @@ func (b *Broker) Start() (err error) {
 			return err
 		}
 		b.health.Handle("GET /metrics", b.metrics.Handler())
+		b.health.SetLogger(b.log.With("server", "health"))
 		go func() {
 			if err := b.health.Serve(); err != nil {
 				b.log.Error("health server stopped", "error", err)

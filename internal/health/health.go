@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -88,6 +89,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeText(w, code, body)
+}
+
+// SetLogger sends the HTTP server's own error lines (such as accept errors)
+// to l, so they follow the broker's log format. Call it before Serve.
+func (s *Server) SetLogger(l *slog.Logger) {
+	s.srv.ErrorLog = slog.NewLogLogger(l.Handler(), slog.LevelWarn)
 }
 
 // Handle mounts an extra handler, e.g. "GET /metrics".
