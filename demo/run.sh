@@ -38,7 +38,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
 	local p
 	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 40000))
+		# Below the kernel's ephemeral range (32768 and up by default), where
+		# a port can be taken by an outgoing connection without listening.
+		p=$((20000 + RANDOM % 12000))
 		if ! port_open "$p"; then echo "$p"; return; fi
 	done
 	die "no free port found"
@@ -78,10 +80,16 @@ REDIS_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -p "$TMP/redis"
 # The password goes in through a config file on stdin, not argv, so that ps
 # does not show it.
-printf 'requirepass %s\n' "$REDIS_PASSWORD" |
-	redis-server - --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" \
-		--save '' --appendonly no --daemonize no >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
+for attempt in 1 2 3; do
+	printf 'requirepass %s\n' "$REDIS_PASSWORD" |
+		redis-server - --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" \
+			--save '' --appendonly no --daemonize no >"$TMP/redis.log" 2>&1 &
+	REDIS_PID=$!
+	# Another process may take the port between the check and the bind: retry.
+	if ! grep -q "Address already in use" <(sleep 0.3; cat "$TMP/redis.log") || [[ $attempt -eq 3 ]]; then break; fi
+	wait "$REDIS_PID" 2>/dev/null || true
+	REDIS_PORT=$(free_port)
+done
 wait_for redis-server "$REDIS_PID" port_open "$REDIS_PORT"
 echo "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 printf 'without the broker, no password:  redis-cli -p %s ping -> %s\n' \
