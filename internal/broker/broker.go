@@ -34,6 +34,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/http"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
+	sdklog "github.com/secretless-broker/secretless-broker/sdk/log"
 )
 
 // DefaultShutdownTimeout bounds how long open connections may keep running
@@ -64,7 +65,6 @@ type Broker struct {
 	services []*service // in file order
 	units    []unit     // their listeners
 	health   *health.Server
-	plugins  []plugins.Plugin
 	metrics  *metrics.Metrics
 
 	pluginState string // fingerprint of the plugin dir and checksum file at start
@@ -82,15 +82,6 @@ type service struct {
 }
 
 func (s *service) isHTTP() bool { return s.httpConn != nil }
-
-// Registry returns the connectors the broker knows.
-func (b *Broker) Registry() *registry.Registry { return b.reg }
-
-// Plugins returns the loaded plugins.
-func (b *Broker) Plugins() []plugins.Plugin { return b.plugins }
-
-// Config returns the loaded config.
-func (b *Broker) Config() *config.Config { return b.cfg }
 
 // LoadConfig reads and validates a config file with the given providers.
 func LoadConfig(file string, provs providers.Registry) (*config.Config, error) {
@@ -173,11 +164,7 @@ func validateConfig(e registry.Entry, block []byte) (err error) {
 			err = fmt.Errorf("connector panicked while validating its config: %v", r)
 		}
 	}()
-	var v any = e.TCP
-	if e.Type == sdk.TypeHTTPConnector {
-		v = e.HTTP
-	}
-	if val, ok := v.(interface{ ValidateConfig([]byte) error }); ok {
+	if val, ok := e.Plugin().(interface{ ValidateConfig([]byte) error }); ok {
 		return val.ValidateConfig(block)
 	}
 	return nil
@@ -186,11 +173,7 @@ func validateConfig(e registry.Entry, block []byte) (err error) {
 // validateCredentials lets a connector that implements
 // connector.CredentialsValidator check the credentials a service declares.
 func validateCredentials(e registry.Entry, s config.Service, block []byte) (err error) {
-	var v any = e.TCP
-	if e.Type == sdk.TypeHTTPConnector {
-		v = e.HTTP
-	}
-	cv, ok := v.(connector.CredentialsValidator)
+	cv, ok := e.Plugin().(connector.CredentialsValidator)
 	if !ok {
 		return nil
 	}
@@ -241,7 +224,6 @@ func Prepare(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.metrics.PluginLoads.WithLabelValues("ok").Add(float64(len(loaded)))
-	b.plugins = loaded
 	if b.reg, err = NewRegistry(loaded, opts.Extra...); err != nil {
 		return nil, err
 	}
@@ -288,7 +270,9 @@ type resources struct {
 
 func (r resources) Config() []byte { return r.config }
 
-func (r resources) Logger() sdklogLogger { return r.logger }
+func (r resources) Logger() sdklog.Logger { return r.logger }
+
+var _ connector.Resources = resources{}
 
 func newConnector(e registry.Entry, s config.Service, log *slog.Logger) (c tcp.Connector, err error) {
 	defer func() {

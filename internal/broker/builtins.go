@@ -7,10 +7,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/connectors/pg"
 	"github.com/secretless-broker/secretless-broker/internal/registry"
 	"github.com/secretless-broker/secretless-broker/sdk"
-	sdklog "github.com/secretless-broker/secretless-broker/sdk/log"
 )
-
-type sdklogLogger = sdklog.Logger
 
 // Builtins returns the connectors compiled into the broker. They are
 // registered exactly like plugins.

@@ -239,6 +239,7 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	// A connector that ignores deadlines (or blocks elsewhere) still loses
 	// its client at the deadline; whatever it returns later is discarded.
 	timer := time.AfterFunc(time.Until(deadline), func() { _ = client.Close() })
+	defer timer.Stop() // also on the panic path
 	defer func() {
 		if r := recover(); r != nil {
 			// The stack goes to the debug log only; the message is redacted.

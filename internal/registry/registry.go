@@ -22,6 +22,15 @@ type Entry struct {
 	HTTP        http.Plugin
 }
 
+// Plugin returns the entry's plugin value (TCP or HTTP), for checking the
+// optional interfaces it may implement.
+func (e Entry) Plugin() any {
+	if e.Type == sdk.TypeHTTPConnector {
+		return e.HTTP
+	}
+	return e.TCP
+}
+
 // Registry maps connector ids to entries.
 type Registry struct{ m map[string]Entry }
 
