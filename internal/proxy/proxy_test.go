@@ -149,7 +149,7 @@ func TestFailuresCloseOnlyThatConnection(t *testing.T) {
 		}), nil, "connector returned no target connection"},
 		{"target down", tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) {
 			return net.Dial("tcp", "127.0.0.1:1")
-		}), nil, "connection refused"},
+		}), nil, "dial tcp 127.0.0.1:1: connect: connection refused"},
 		{"provider error", dialer(target.Addr().String()), func(context.Context) (connector.CredentialValuesByID, error) {
 			return nil, errors.New("environment variable is not set: X")
 		}, "fetch credentials: environment variable is not set: X"},
