@@ -11,7 +11,8 @@
 //
 //	go build -buildmode=plugin -o=/path/to/plugins/my-plugin.so /path/to/my/plugin/files/
 //
-// that exports two functions:
+// that exports PluginInfo and, depending on its type, GetTCPPlugin or
+// GetHTTPPlugin:
 //
 //	func PluginInfo() map[string]string
 //	func GetTCPPlugin() tcp.Plugin   // when PluginInfo()["type"] == "connector.tcp"

@@ -46,8 +46,10 @@ func (r resources) Logger() log.Logger { return r.logger }
 // without a restart. The broker zeroes them once the connector returns: a
 // connector must not keep references to the slices.
 //
-// The type prints its keys only; values always print as [REDACTED], in every
-// fmt verb and in log/slog.
+// The type prints its keys only; values print as [REDACTED] in every fmt
+// verb and in log/slog when the map is printed directly or as an exported
+// struct field (fmt cannot call methods on unexported fields, so never put it
+// in one that might be printed).
 type CredentialValuesByID map[string][]byte
 
 // Zero overwrites every credential value with zero bytes.

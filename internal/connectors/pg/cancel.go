@@ -99,7 +99,10 @@ func forwardCancel(t *cancelTarget, pkt []byte, connectTimeout time.Duration) er
 			}
 			c = tc
 		case 'N':
-			// The session fell back to plaintext (sslmode prefer): so do we.
+			// The session itself used TLS, so a refusal now means the server
+			// (or something in between) declines TLS: never send the cancel
+			// key, a secret of that session, in plaintext.
+			return errors.New("server refused TLS for a cancel request of a TLS session")
 		default:
 			return fmt.Errorf("unexpected answer %q to SSLRequest", b[0])
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -230,10 +231,17 @@ func pemOrFile(v []byte) ([]byte, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
+		// The value may be key material (say base64 DER without a PEM
+		// header), so neither it nor the *PathError that quotes it is shown.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		return nil, fmt.Errorf("neither PEM contents (no %q marker) nor a readable file: %w", pemMarker, err)
 	}
 	if !bytes.Contains(b, pemMarker) {
 		clear(b)
+		// The value was a readable path, so it is a path: fine to show.
 		return nil, fmt.Errorf("file %s holds no PEM data", path)
 	}
 	return b, nil

@@ -19,11 +19,11 @@ var (
 	ErrClientTLS = errors.New("pg: client tls")
 	// ErrClientTLSRequired: the service requires clients to use TLS.
 	ErrClientTLSRequired = errors.New("pg: client tls required")
-	// ErrTargetUnreachable: the target server could not be reached, or the
-	// TLS session to it could not be established.
+	// ErrTargetUnreachable: the target server could not be reached, the
+	// TLS session to it could not be established, or it closed the
+	// connection during the startup.
 	ErrTargetUnreachable = errors.New("pg: target unreachable")
-	// ErrTargetProtocol: the target server broke the protocol, or closed
-	// the connection during the startup.
+	// ErrTargetProtocol: the target server broke the protocol.
 	ErrTargetProtocol = errors.New("pg: target protocol violation")
 	// ErrServerRejected: the target server sent an ErrorResponse during the
 	// startup (wrong password, unknown database, too many connections ...).

@@ -93,7 +93,7 @@ func TestMain(m *testing.M) {
 // needServer returns the shared server, starting it on first use.
 func needServer(t testing.TB) *pgServer {
 	t.Helper()
-	if testing.Short() {
+	if testing.Short() && os.Getenv("SECRETLESS_REQUIRE_INTEGRATION") != "1" {
 		t.Skip("integration test: skipped with -short")
 	}
 	serverOnce.Do(func() { server, serverErr = startPGServer() })

@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"fmt"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 	"github.com/secretless-broker/secretless-broker/sdk/log"
@@ -74,7 +75,7 @@ func (nopLogger) Debugf(string, ...any)              {}
 func (nopLogger) Infof(string, ...any)               {}
 func (nopLogger) Warnf(string, ...any)               {}
 func (nopLogger) Errorf(string, ...any)              {}
-func (nopLogger) Panicf(f string, a ...any)          { panic(f) }
+func (nopLogger) Panicf(f string, a ...any)          { panic(fmt.Sprintf(f, a...)) }
 func (nopLogger) Debug(...any)                       {}
 func (nopLogger) Info(...any)                        {}
 func (nopLogger) Warn(...any)                        {}
