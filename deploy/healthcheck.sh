@@ -1,9 +1,10 @@
 #!/bin/bash
 # secretless-healthcheck [PATH]: exit 0 when the broker's health server answers
 # GET PATH (default /ready) with status 200, 1 otherwise. The container image
-# uses it as its HEALTHCHECK: debian:bookworm-slim has no curl or wget, and the
-# broker has no probe subcommand, so this speaks HTTP/1.0 through bash's
-# /dev/tcp.
+# uses it as its HEALTHCHECK: debian:bookworm-slim has no curl or wget, so
+# this speaks HTTP/1.0 through bash's /dev/tcp. (The broker now has the same
+# probe built in, `secretless-broker health -health-addr ADDR /ready`; this
+# script is kept until the image switches to it.)
 #
 # SECRETLESS_HEALTH_ADDR (default 127.0.0.1:5335) must match the broker's
 # -health-addr; a bare ":PORT" means 127.0.0.1:PORT.

@@ -79,6 +79,7 @@ type service struct {
 
 	httpConn http.Connector    // HTTP services
 	httpCfg  *httpproxy.Config // their proxy-level settings
+	builtin  bool              // the connector is compiled in (its error texts were reviewed)
 }
 
 func (s *service) isHTTP() bool { return s.httpConn != nil }
@@ -137,6 +138,15 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 		}
 		block := s.Config
 		if e.Type == sdk.TypeHTTPConnector {
+			for _, l := range []struct {
+				key string
+				set bool
+			}{{"maxConnections", s.MaxConnections != 0}, {"connectTimeout", s.ConnectTimeout != 0}, {"idleTimeout", s.IdleTimeout != 0}} {
+				if key, set := l.key, l.set; set {
+					problems = append(problems, cfg.ServiceProblem(s, key,
+						"applies to TCP services only; HTTP services take config.timeouts (dial, request, idle, ...)"))
+				}
+			}
 			_, rest, err := httpproxy.ParseConfig(s.Config)
 			if err != nil {
 				problems = append(problems, httpConfigProblems(cfg, s, err)...)

@@ -132,6 +132,8 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 			`s.yml:12: services.d.config.tls.mode: rejected by connector "pg": unknown key; known keys here:`},
 		{"generic_http config key with its line", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: t\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: '{{ .token'\n",
 			`s.yml:11: services.h.config.headers.Authorization: rejected by connector "generic_http":`},
+		{"tcp limits on an http service", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    maxConnections: 1\n    credentials:\n      username: u\n      password: p\n    config:\n      authenticateURLsMatching: x\n",
+			`services.h.maxConnections: applies to TCP services only`},
 		{"tcp and http on one address", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:7\n    config:\n      authenticateURLsMatching: x\n  p:\n    connector: pg\n    listenOn: tcp://127.0.0.1:7\n",
 			"services.p.listenOn: address tcp://127.0.0.1:7 is also used by service \"h\""},
 	}

@@ -188,6 +188,7 @@ func (g *httpGroup) listen(b *Broker) error {
 	routes := make([]httpproxy.Route, len(g.svcs))
 	for i, s := range g.svcs {
 		routes[i] = s.httpCfg.Route(s.cfg.Name, s.httpConn, b.fetcher(s.cfg.Credentials))
+		routes[i].PublicErrors = s.builtin
 	}
 	g.ln = l
 	opts := g.opts
@@ -238,7 +239,7 @@ func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger) (svc *
 	if c == nil {
 		return nil, fmt.Errorf("connector %q: NewConnector returned nil", e.ID)
 	}
-	return &service{cfg: s, httpConn: c, httpCfg: pcfg}, nil
+	return &service{cfg: s, httpConn: c, httpCfg: pcfg, builtin: e.Source == builtinSource}, nil
 }
 
 // httpConfigProblems turns httpproxy.ParseConfig errors into problems whose

@@ -39,7 +39,8 @@ func healthCmd(args []string, stdout, stderr io.Writer) int {
 		host = "127.0.0.1"
 	}
 	url := "http://" + net.JoinHostPort(host, port) + path
-	c := &http.Client{Timeout: *timeout}
+	// Never through $HTTP_PROXY: that may well be this broker.
+	c := &http.Client{Timeout: *timeout, Transport: &http.Transport{Proxy: nil}}
 	resp, err := c.Get(url)
 	if err != nil {
 		fmt.Fprintf(stderr, "secretless-broker: health: %v\n", err)

@@ -88,7 +88,9 @@ func TestCurlThroughProxy(t *testing.T) {
 	})
 	t.Run("unmatched refused", func(t *testing.T) {
 		bin := requireTool(t, "curl")
-		out, _ := exec.Command(bin, "-s", "-x", "http://"+addr, "-o", "/dev/stderr", "-w", "%{http_code}", "http://"+plain.hostPort()+"/other").Output()
+		cmd := exec.Command(bin, "-s", "-x", "http://"+addr, "-o", "/dev/stderr", "-w", "%{http_code}", "http://"+plain.hostPort()+"/other")
+		cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "no_proxy=", "NO_PROXY=")
+		out, _ := cmd.Output()
 		if string(out) != "403" {
 			t.Fatalf("status %s", out)
 		}
@@ -96,6 +98,7 @@ func TestCurlThroughProxy(t *testing.T) {
 	t.Run("https URL gets the CONNECT refusal", func(t *testing.T) {
 		bin := requireTool(t, "curl")
 		cmd := exec.Command(bin, "-sS", "-v", "-x", "http://"+addr, "https://"+secure.hostPort()+"/basic")
+		cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "no_proxy=", "NO_PROXY=")
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "405 CONNECT refused: send http:// URLs") {
 			t.Fatalf("err %v, output:\n%s", err, out)

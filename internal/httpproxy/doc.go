@@ -15,7 +15,7 @@
 //   - Hop-by-hop headers (Connection and the headers it lists, Keep-Alive,
 //     TE, Trailer, Transfer-Encoding, Upgrade) and every Proxy-* header are
 //     removed before the connector runs, so a client cannot make the proxy
-//     drop an injected header through Connection. Forwarded and X-Forwarded-*
+//     drop an injected header through Connection. Forwarded and every X-Forwarded-*
 //     are removed too and none are added.
 //   - The connector's credential replaces the client's: after the connector
 //     runs, more than one Authorization header is an error.

@@ -201,6 +201,7 @@ func TestHopByHopAndProxyHeadersStripped(t *testing.T) {
 		"Te: gzip\r\n" +
 		"Forwarded: for=1.2.3.4\r\n" +
 		"X-Forwarded-For: 1.2.3.4\r\n" +
+		"X-Forwarded-Port: 8443\r\n" +
 		"Authorization: Bearer fake-1\r\n" +
 		"Authorization: Bearer fake-2\r\n" +
 		"X-Keep: kept\r\n" +
@@ -213,7 +214,7 @@ func TestHopByHopAndProxyHeadersStripped(t *testing.T) {
 	if err := jsonUnmarshal(body, &e); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"X-Drop-Me", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Proxy-Anything", "Te", "Forwarded", "X-Forwarded-For"} {
+	for _, h := range []string{"X-Drop-Me", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Proxy-Anything", "Te", "Forwarded", "X-Forwarded-For", "X-Forwarded-Port"} {
 		if v, ok := e.Header[h]; ok {
 			t.Errorf("target got %s: %q", h, v)
 		}

@@ -51,6 +51,11 @@ type Route struct {
 	Timeouts        Timeouts
 	Connector       Connector
 	Fetch           FetchFunc // nil: the connector gets no credentials
+	// PublicErrors lets the text of a connector error with a 4xx status
+	// (StatusCoder) reach the client. Set it only for connectors whose
+	// error texts were reviewed to hold no secret (the built-in ones);
+	// other connectors' clients get the status with a generic message.
+	PublicErrors bool
 }
 
 // Defaults for Options.
@@ -273,12 +278,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, r := range s.allRoutes() {
 		r.transport.CloseIdleConnections()
 	}
-	for _, e := range errs {
-		if e != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Server) allRoutes() []*route {
@@ -451,7 +451,10 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.URL = st.target
 	out.Host = ""
 	for k := range out.Header {
-		if strings.HasPrefix(k, "Proxy-") {
+		// ReverseProxy drops Forwarded and X-Forwarded-For/Host/Proto; the
+		// rest of the X-Forwarded-* family goes too, so that nothing the
+		// client claims about the path to the target is passed on.
+		if strings.HasPrefix(k, "Proxy-") || strings.HasPrefix(k, "X-Forwarded-") {
 			delete(out.Header, k)
 		}
 	}
@@ -494,9 +497,10 @@ func (s *Server) decorate(out *http.Request, r *route) (err error) {
 		}
 		red := proxy.Redact(cerr, creds)
 		public := "connector of service " + r.Service + " failed"
-		if status < 500 {
+		if status < 500 && r.PublicErrors {
 			// A 4xx from a built-in connector explains what the client must
 			// change; its text was checked to hold no secret (and redacted).
+			// A plugin's text is never shown: only its status is kept.
 			public = red.Error()
 		}
 		return &proxyError{status: status, public: public, err: fmt.Errorf("connector: %w", red)}

@@ -37,13 +37,14 @@ type plugin struct{}
 // NewConnector builds the connector for one service.
 func (plugin) NewConnector(connector.Resources) sdkhttp.Connector { return bearerConnector{} }
 
-// ValidateConfig refuses a config block: the token is a credential.
+// ValidateConfig refuses connector keys in the config block (the broker has
+// already removed the proxy's own keys): the token is a credential.
 func (plugin) ValidateConfig(config []byte) error {
 	switch string(bytes.TrimSpace(config)) {
 	case "", "{}", "null", "~":
 		return nil
 	}
-	return errors.New("bearer connector takes no config block; put the token under credentials")
+	return errors.New("bearer connector has no config keys of its own (only the proxy's, such as authenticateURLsMatching); put the token under credentials")
 }
 
 type bearerConnector struct{}

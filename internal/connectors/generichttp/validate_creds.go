@@ -3,6 +3,7 @@ package generichttp
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"text/template"
 
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
@@ -27,7 +28,11 @@ func (plugin) ValidateCredentials(block []byte, names []string, _ connector.Cred
 			return
 		}
 		if _, err := render(t, data); err != nil {
-			errs = append(errs, fmt.Errorf("%s refers to a credential the service does not declare: %v", key, err))
+			if strings.Contains(err.Error(), "map has no entry for key") {
+				errs = append(errs, fmt.Errorf("%s refers to a credential the service does not declare: %v", key, err))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: %v", key, err))
+			}
 		}
 	}
 	for _, h := range cfg.headers {
@@ -37,10 +42,10 @@ func (plugin) ValidateCredentials(block []byte, names []string, _ connector.Cred
 		check("queryParams."+q.name, q.t)
 	}
 	if o := cfg.oauth1; o != nil {
-		check("oauth1.consumerKey", o.consumerKey)
-		check("oauth1.consumerSecret", o.consumerSecret)
+		check("oauth1.consumer_key", o.consumerKey)
+		check("oauth1.consumer_secret", o.consumerSecret)
 		check("oauth1.token", o.token)
-		check("oauth1.tokenSecret", o.tokenSecret)
+		check("oauth1.token_secret", o.tokenSecret)
 	}
 	for _, v := range cfg.validations {
 		if _, ok := data[v.cred]; !ok {
