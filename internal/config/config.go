@@ -13,11 +13,12 @@
 //	    idleTimeout: 30m                   # optional; default never
 //	    credentials:
 //	      host: db.internal                # a bare scalar is a literal
+//	      username: app
 //	      password:
 //	        from: env                      # a provider
 //	        get: PG_PASSWORD               # the id the provider looks up
 //	    config:                            # connector-specific, passed as YAML bytes
-//	      anything: here
+//	      connectTimeout: 5s               # (pg: how long dialing may take)
 //
 // Every problem found is reported, each as "FILE:LINE: KEY.PATH: message".
 // Connector ids and address collisions are checked later, once plugins are
