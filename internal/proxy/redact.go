@@ -8,11 +8,15 @@ import (
 )
 
 // notSecret names credentials whose values are addresses or settings and
-// help a reader of the log; every other credential is treated as a secret.
-var notSecret = map[string]bool{
-	"host": true, "port": true, "username": true, "user": true, "database": true, "dbname": true,
-	"sslmode": true, "sslhost": true, "address": true, "url": true, "endpoint": true, "region": true,
-}
+// help a reader of the log (connector.PublicCredentialNames, shared with the
+// SDK's test kit); every other credential is treated as a secret.
+var notSecret = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range connector.PublicCredentialNames {
+		m[n] = true
+	}
+	return m
+}()
 
 // Redact returns err with every secret credential value replaced by
 // [REDACTED], as a last line of defence against a connector (possibly a
@@ -24,10 +28,7 @@ func Redact(err error, creds connector.CredentialValuesByID) error {
 	msg := err.Error()
 	out := msg
 	for name, v := range creds {
-		// Values under 4 bytes are not searched for: they would match
-		// ordinary words all over the message (such a short secret is no
-		// secret anyway).
-		if len(v) < 4 || notSecret[name] {
+		if len(v) < connector.MinSecretLen || notSecret[name] {
 			continue
 		}
 		out = strings.ReplaceAll(out, string(v), "[REDACTED]")

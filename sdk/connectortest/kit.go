@@ -22,16 +22,13 @@ const DefaultHandshakeTimeout = 30 * time.Second
 
 // MinSecretLen is the shortest credential value the leak checks look for:
 // shorter values match too much innocent text.
-const MinSecretLen = 4
+const MinSecretLen = connector.MinSecretLen
 
 // PublicCredentials names the credentials whose values are addresses or
 // settings rather than secrets. The broker logs them unredacted, and the
 // kit does not report them when they show up in errors, logs or client
 // bytes. Options.Public adds names to the list.
-var PublicCredentials = []string{
-	"host", "port", "username", "user", "database", "dbname",
-	"sslmode", "sslhost", "address", "url", "endpoint", "region",
-}
+var PublicCredentials = connector.PublicCredentialNames
 
 // Options says how to load a connector.
 type Options struct {
