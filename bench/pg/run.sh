@@ -5,6 +5,7 @@
 #
 #   bench/pg/run.sh                 # 10 s per run
 #   DURATION=30 SCALE=10 bench/pg/run.sh
+#   ONLY="c=8" bench/pg/run.sh      # only the runs whose label contains c=8
 #
 # Needs the PostgreSQL server binaries (PG_BIN, default
 # /usr/lib/postgresql/15/bin) and Go. Runs as root (the server then runs as
@@ -100,6 +101,7 @@ TICK=$(getconf CLK_TCK)
 printf '\n%-24s %12s %12s %7s %14s\n' "run" "direct tps" "broker tps" "ratio" "broker us/tx"
 run() {
   local label=$1; shift
+  if [[ -n ${ONLY:-} && $label != *$ONLY* ]]; then return; fi
   local out_d out_b tps_d tps_b tx c0 c1
   out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
   c0=$(cpu_ticks "$BROKER_PID")

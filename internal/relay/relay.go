@@ -11,7 +11,9 @@
 // request/response traffic, and switches to splice once it sees a run of
 // reads that fill the whole buffer (a bulk transfer such as COPY or a large
 // result), when both ends are plain TCP connections. TLS and wrapped
-// connections always use read/write.
+// connections always use read/write, except a wrapper that implements
+// Unwrapper and hands over its socket (the pg connector's server
+// connection, once nothing is buffered in it).
 package relay
 
 import (
@@ -70,7 +72,7 @@ func Pipe(client, target net.Conn) Result {
 func oneWay(dst, src net.Conn, abort func(error)) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	n, err := copyBuffer(dst, src, *bp)
+	n, err := copyBuffer(ioConn(dst), ioConn(src), *bp)
 	if err != nil {
 		abort(err)
 		return n

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -134,5 +135,83 @@ func TestPipeAbortsOnReset(t *testing.T) {
 	case <-res:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Pipe did not return")
+	}
+}
+
+// countingConn wraps a connection and counts the calls the relay makes on
+// the wrapper; unwrap decides what RelayConn hands out.
+type countingConn struct {
+	net.Conn
+	unwrap          bool
+	reads, closes   atomic.Int32
+	closeWrites     atomic.Int32
+	writesOnWrapper atomic.Int32
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writesOnWrapper.Add(1)
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) Close() error { c.closes.Add(1); return c.Conn.Close() }
+
+func (c *countingConn) CloseWrite() error {
+	c.closeWrites.Add(1)
+	return c.Conn.(*net.TCPConn).CloseWrite()
+}
+
+func (c *countingConn) RelayConn() net.Conn {
+	if c.unwrap {
+		return c.Conn
+	}
+	return nil
+}
+
+var _ Unwrapper = (*countingConn)(nil)
+
+// TestPipeUnwrapper: a wrapper that offers its socket is bypassed for
+// reading and writing (so bulk data can be spliced) but still closed and
+// half-closed; one that declines is used as it is.
+func TestPipeUnwrapper(t *testing.T) {
+	for _, unwrap := range []bool{true, false} {
+		t.Run(map[bool]string{true: "unwrapped", false: "declined"}[unwrap], func(t *testing.T) {
+			app, client := tcpPair(t)
+			raw, server := tcpPair(t)
+			target := &countingConn{Conn: raw, unwrap: unwrap}
+			down := make([]byte, 4<<20)
+			_, _ = rand.Read(down)
+			res := make(chan Result, 1)
+			go func() { res <- Pipe(client, target) }()
+			go func() {
+				_, _ = server.Write(down)
+				_ = server.(*net.TCPConn).CloseWrite()
+			}()
+			_ = app.(*net.TCPConn).CloseWrite()
+			_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(app)
+			if err != nil || !bytes.Equal(got, down) {
+				t.Fatalf("app got %d bytes (%v), want %d", len(got), err, len(down))
+			}
+			r := <-res
+			if r.TargetToClient != int64(len(down)) || r.Err != nil {
+				t.Fatalf("result %+v", r)
+			}
+			if unwrap && (target.reads.Load() != 0 || target.writesOnWrapper.Load() != 0) {
+				t.Errorf("wrapper used for I/O although it offered its socket: %d reads, %d writes",
+					target.reads.Load(), target.writesOnWrapper.Load())
+			}
+			if !unwrap && target.reads.Load() == 0 {
+				t.Error("declining wrapper was bypassed")
+			}
+			if target.closeWrites.Load() != 1 || target.closes.Load() == 0 {
+				t.Errorf("wrapper half-closed %d times and closed %d times, want 1 and at least 1",
+					target.closeWrites.Load(), target.closes.Load())
+			}
+		})
 	}
 }

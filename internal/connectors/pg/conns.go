@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/relay"
 )
 
 type closeWriter interface{ CloseWrite() error }
@@ -26,6 +28,20 @@ func (c *targetConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// RelayConn lets the broker's relay copy with system calls on the server
+// socket (and splice) once nothing is left in pending; a TLS session is
+// never unwrapped.
+func (c *targetConn) RelayConn() net.Conn {
+	if len(c.pending) > 0 {
+		return nil
+	}
+	switch c.Conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return c.Conn
+	}
+	return nil
 }
 
 func (c *targetConn) Close() error {
@@ -94,10 +110,11 @@ func (noteAddr) Network() string  { return "pg" }
 func (a noteAddr) String() string { return string(a) }
 
 var (
-	_ net.Addr    = noteAddr("")
-	_ net.Conn    = (*targetConn)(nil)
-	_ closeWriter = (*targetConn)(nil)
-	_ net.Conn    = (*switchConn)(nil)
-	_ net.Conn    = finishedConn{}
-	_ closeWriter = finishedConn{}
+	_ net.Addr        = noteAddr("")
+	_ net.Conn        = (*targetConn)(nil)
+	_ closeWriter     = (*targetConn)(nil)
+	_ relay.Unwrapper = (*targetConn)(nil)
+	_ net.Conn        = (*switchConn)(nil)
+	_ net.Conn        = finishedConn{}
+	_ closeWriter     = finishedConn{}
 )
