@@ -70,6 +70,7 @@ echo "== pgbench -i -s $SCALE"
 echo "== building the broker"
 (cd "$REPO" && go build -o "$WORK/secretless-broker" ./cmd/secretless-broker)
 BROKER_PORT=$(free_port)
+POOL_PORT=$(free_port)
 cat >"$WORK/secretless.yml" <<EOF
 version: 2
 services:
@@ -82,6 +83,17 @@ services:
       username: {from: env, get: PGUSER_X}
       password: {from: env, get: PGPASS_X}
       sslmode: disable
+  pg-pool:
+    connector: pg
+    listenOn: tcp://127.0.0.1:$POOL_PORT
+    credentials:
+      host: 127.0.0.1
+      port: $PGPORT_DIRECT
+      username: {from: env, get: PGUSER_X}
+      password: {from: env, get: PGPASS_X}
+      sslmode: disable
+    config:
+      serverPool: {maxIdle: 16}
 EOF
 PGUSER_X=bench PGPASS_X=$PW "$WORK/secretless-broker" -f "$WORK/secretless.yml" -health-addr "" \
   >"$WORK/broker.log" 2>&1 &
@@ -100,12 +112,14 @@ TICK=$(getconf CLK_TCK)
 # run LABEL PGBENCH-ARGS...: one direct and one brokered run.
 printf '\n%-24s %12s %12s %7s %14s\n' "run" "direct tps" "broker tps" "ratio" "broker us/tx"
 run() {
+  local port=$BROKER_PORT
+  if [[ $1 == --pool ]]; then port=$POOL_PORT; shift; fi
   local label=$1; shift
   if [[ -n ${ONLY:-} && $label != *$ONLY* ]]; then return; fi
   local out_d out_b tps_d tps_b tx c0 c1
   out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
   c0=$(cpu_ticks "$BROKER_PID")
-  out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$BROKER_PORT" -U x "$@" bench 2>&1)
+  out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$port" -U x "$@" bench 2>&1)
   c1=$(cpu_ticks "$BROKER_PID")
   tps_d=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_d" | head -1)
   tps_b=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_b" | head -1)
@@ -123,6 +137,9 @@ run "tpc-b c=1"              -c 1
 run "tpc-b c=8"              -c 8
 run "select-only -C c=1"     -S -C -c 1
 run "select-only -C c=8"     -S -C -c 8
+run --pool "-C c=1 serverPool" -S -C -c 1
+run --pool "-C c=8 serverPool" -S -C -c 8
 echo
-echo "(tps excludes initial connection time except with -C; broker us/tx is the broker process's"
+echo "(serverPool: the service reuses server connections, see internal/connectors/pg/doc.go;"
+echo " tps excludes initial connection time except with -C; broker us/tx is the broker process's"
 echo " user+system CPU divided by the brokered run's transactions; DURATION=$DURATION s, scale $SCALE, -j $JOBS)"

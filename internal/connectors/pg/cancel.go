@@ -19,6 +19,9 @@ const cancelTimeout = 5 * time.Second
 type cancelTarget struct {
 	network, addr string
 	tlsConf       *tls.Config // nil when the session was not encrypted
+	// secret is the server's own secret key when the client was given
+	// another one (a reusable connection); nil when they are the same.
+	secret []byte
 }
 
 // cancelRegistry maps the backend key data the servers sent (process id and

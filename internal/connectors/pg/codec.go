@@ -397,3 +397,84 @@ func tlsServerEndPoint(cs tls.ConnectionState) ([]byte, bool) {
 }
 
 var _ pgproto3.BackendMessage = (*unsupportedAuth)(nil)
+
+// frameScanner follows message boundaries in one direction of a session
+// (type byte, length word, body) without copying anything, so that a
+// reused server connection knows where its client's Terminate is and
+// whether the server is idle. It keeps state across chunks: a header or a
+// ReadyForQuery status byte may be split between reads. After a malformed
+// length it stops (bad) and the connection is never reused.
+type frameScanner struct {
+	hdr      [5]byte
+	nhdr     int   // bytes of hdr filled
+	left     int64 // body bytes of the current message still to come
+	inBody   bool
+	wantBody bool // report the current message's first body byte
+	bad      bool
+}
+
+// frameEvent is one thing a scan saw: a message header completed at off
+// (the offset in the chunk of the byte that completed it), or the first body
+// byte of a message whose header asked for it.
+type frameEvent struct {
+	typ   byte
+	off   int
+	body0 int // first body byte, -1 for a header event
+}
+
+// scan feeds p and calls fn for each event; fn returns false to stop the
+// scan (the rest of p is not looked at). wantFirst says which message types
+// should also report their first body byte.
+func (f *frameScanner) scan(p []byte, wantFirst func(typ byte) bool, fn func(frameEvent) bool) {
+	i := 0
+	for i < len(p) && !f.bad {
+		if f.inBody {
+			if f.wantBody && f.left > 0 {
+				f.wantBody = false
+				if !fn(frameEvent{typ: f.hdr[0], off: i, body0: int(p[i])}) {
+					return
+				}
+			}
+			n := int64(len(p) - i)
+			if n >= f.left {
+				i += int(f.left)
+				f.left, f.inBody, f.wantBody = 0, false, false
+			} else {
+				f.left -= n
+				i = len(p)
+			}
+			continue
+		}
+		c := copy(f.hdr[f.nhdr:], p[i:])
+		f.nhdr += c
+		i += c
+		if f.nhdr < 5 {
+			return
+		}
+		f.nhdr = 0
+		n := binary.BigEndian.Uint32(f.hdr[1:5])
+		if n < 4 {
+			f.bad = true
+			return
+		}
+		f.left = int64(n) - 4
+		f.inBody = f.left > 0
+		f.wantBody = wantFirst != nil && wantFirst(f.hdr[0]) && f.left > 0
+		if !fn(frameEvent{typ: f.hdr[0], off: i - 1, body0: -1}) {
+			return
+		}
+	}
+}
+
+// atBoundary reports whether the scanner is between messages.
+func (f *frameScanner) atBoundary() bool { return !f.bad && f.nhdr == 0 && !f.inBody }
+
+// encodeCancelRequest encodes a CancelRequest packet.
+func encodeCancelRequest(pid uint32, secret []byte) []byte {
+	b := make([]byte, 12+len(secret))
+	binary.BigEndian.PutUint32(b, uint32(len(b)))
+	binary.BigEndian.PutUint32(b[4:], cancelRequestCode)
+	binary.BigEndian.PutUint32(b[8:], pid)
+	copy(b[12:], secret)
+	return b
+}

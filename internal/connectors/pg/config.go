@@ -19,14 +19,22 @@ const (
 	defaultConnectTimeout   = 5 * time.Second
 	defaultHandshakeTimeout = 30 * time.Second
 	defaultSCRAMCacheSize   = 64
+	defaultPoolIdleTimeout  = time.Minute
+	maxPoolIdle             = 10000
 )
 
 // rawConfig is the YAML shape of a service's config block.
 type rawConfig struct {
-	TLS              *rawTLS `yaml:"tls"`
-	ConnectTimeout   string  `yaml:"connectTimeout"`
-	HandshakeTimeout string  `yaml:"handshakeTimeout"`
-	SCRAMCacheSize   *int    `yaml:"scramCacheSize"`
+	TLS              *rawTLS  `yaml:"tls"`
+	ConnectTimeout   string   `yaml:"connectTimeout"`
+	HandshakeTimeout string   `yaml:"handshakeTimeout"`
+	SCRAMCacheSize   *int     `yaml:"scramCacheSize"`
+	ServerPool       *rawPool `yaml:"serverPool"`
+}
+
+type rawPool struct {
+	MaxIdle     *int   `yaml:"maxIdle"`
+	IdleTimeout string `yaml:"idleTimeout"`
 }
 
 type rawTLS struct {
@@ -39,8 +47,9 @@ type rawTLS struct {
 // allowedKeys lists the keys of each mapping of the config block, so that an
 // unknown key is reported with its full path.
 var allowedKeys = map[string][]string{
-	"":    {"tls", "connectTimeout", "handshakeTimeout", "scramCacheSize"},
-	"tls": {"cert", "key", "require", "minVersion"},
+	"":           {"tls", "connectTimeout", "handshakeTimeout", "scramCacheSize", "serverPool"},
+	"tls":        {"cert", "key", "require", "minVersion"},
+	"serverPool": {"maxIdle", "idleTimeout"},
 }
 
 // config is a validated config block.
@@ -50,6 +59,8 @@ type config struct {
 	connectTimeout   time.Duration
 	handshakeTimeout time.Duration
 	scramCacheSize   int
+	poolMaxIdle      int           // 0: server connections are never reused
+	poolIdleTimeout  time.Duration // an idle server connection is closed after this
 }
 
 // configError names the offending key of the config block.
@@ -74,6 +85,7 @@ func parseConfig(b []byte) (*config, error) {
 		connectTimeout:   defaultConnectTimeout,
 		handshakeTimeout: defaultHandshakeTimeout,
 		scramCacheSize:   defaultSCRAMCacheSize,
+		poolIdleTimeout:  defaultPoolIdleTimeout,
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return cfg, nil
@@ -107,6 +119,20 @@ func parseConfig(b []byte) (*config, error) {
 			return nil, keyErr("scramCacheSize", "must be 0 (disabled) or more, got %d", *raw.SCRAMCacheSize)
 		}
 		cfg.scramCacheSize = *raw.SCRAMCacheSize
+	}
+	if p := raw.ServerPool; p != nil {
+		if p.MaxIdle == nil {
+			return nil, keyErr("serverPool.maxIdle", "required when serverPool is set (how many idle server connections to keep)")
+		}
+		if *p.MaxIdle < 0 || *p.MaxIdle > maxPoolIdle {
+			return nil, keyErr("serverPool.maxIdle", "must be between 0 (off) and %d, got %d", maxPoolIdle, *p.MaxIdle)
+		}
+		cfg.poolMaxIdle = *p.MaxIdle
+		if p.IdleTimeout != "" {
+			if cfg.poolIdleTimeout, err = parsePositiveDuration(p.IdleTimeout); err != nil {
+				return nil, keyErr("serverPool.idleTimeout", "%w", err)
+			}
+		}
 	}
 	if raw.TLS != nil {
 		if cfg.clientTLS, err = clientTLSConfig(raw.TLS); err != nil {

@@ -47,7 +47,7 @@ func TestValidateConfig(t *testing.T) {
 		{name: "timeouts", config: "connectTimeout: 2s\nhandshakeTimeout: 1m\nscramCacheSize: 0\n"},
 		{name: "tls from files", config: "tls:\n  cert: " + pki.serverCertFile + "\n  key: " + pki.serverKeyFile + "\n  require: true\n  minVersion: \"1.3\"\n"},
 		{name: "tls inline pem", config: "tls:\n  cert: |\n" + indent(string(pki.serverCertPEM), "    ") + "  key: |\n" + indent(string(pki.serverKeyPEM), "    ")},
-		{name: "unknown top-level key", config: "tsl: {}\n", wantErr: "config.tsl: unknown key (line 1); known keys here: connectTimeout, handshakeTimeout, scramCacheSize, tls"},
+		{name: "unknown top-level key", config: "tsl: {}\n", wantErr: "config.tsl: unknown key (line 1); known keys here: connectTimeout, handshakeTimeout, scramCacheSize, serverPool, tls"},
 		{name: "unknown tls key", config: "tls:\n  certificate: x\n", wantErr: "config.tls.certificate: unknown key (line 2); known keys here: cert, key, minVersion, require"},
 		{name: "bad duration", config: "connectTimeout: soon\n", wantErr: `config.connectTimeout: not a duration (like 5s or 1m): "soon"`},
 		{name: "negative duration", config: "handshakeTimeout: -1s\n", wantErr: "config.handshakeTimeout: must be positive, got -1s"},
@@ -60,6 +60,12 @@ func TestValidateConfig(t *testing.T) {
 		{name: "bad min version", config: "tls:\n  cert: " + pki.serverCertFile + "\n  key: " + pki.serverKeyFile + "\n  minVersion: \"1.0\"\n", wantErr: `config.tls.minVersion: must be "1.2" or "1.3", got "1.0"`},
 		{name: "wrong type", config: "connectTimeout: [1]\n", wantErr: "config: yaml: unmarshal errors"},
 		{name: "not a mapping", config: "- a\n", wantErr: "config: must be a mapping"},
+		{name: "server pool", config: "serverPool:\n  maxIdle: 8\n  idleTimeout: 30s\n"},
+		{name: "server pool off", config: "serverPool: {maxIdle: 0}\n"},
+		{name: "server pool without maxIdle", config: "serverPool: {idleTimeout: 30s}\n", wantErr: "config.serverPool.maxIdle: required when serverPool is set"},
+		{name: "server pool negative", config: "serverPool: {maxIdle: -1}\n", wantErr: "config.serverPool.maxIdle: must be between 0 (off) and 10000, got -1"},
+		{name: "server pool bad timeout", config: "serverPool: {maxIdle: 2, idleTimeout: 0s}\n", wantErr: "config.serverPool.idleTimeout: must be positive, got 0s"},
+		{name: "server pool unknown key", config: "serverPool: {max: 2}\n", wantErr: "config.serverPool.max: unknown key (line 1); known keys here: idleTimeout, maxIdle"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

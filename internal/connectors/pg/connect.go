@@ -81,25 +81,56 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	if err != nil {
 		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's credentials for this service are incomplete or invalid", err)
 	}
-	startup, err := encodeStartup(pkt.version, startupParams(pkt.params, t))
+	params := startupParams(pkt.params, t)
+	startup, err := encodeStartup(pkt.version, params)
 	if err != nil {
 		return nil, newError(ErrClientProtocol, codeProtocolViolation, "invalid startup parameter", err)
 	}
-	up, err := s.connectServer(t, startup)
-	if err != nil {
-		return nil, err
+	var (
+		pooled *idleConn // set when the server connection may be reused
+		up     *upstream
+	)
+	if pool := s.c.pool; pool != nil {
+		key := pool.key(creds, pkt.version, params)
+		if ic := pool.get(key); ic != nil {
+			pooled = ic
+			up = &upstream{conn: ic.conn, rd: newServerReader(ic.conn), keyData: ic.keyData, tls: ic.tls, auth: ic.auth + " (reused connection)"}
+		} else {
+			pooled = &idleConn{key: key}
+		}
+	}
+	if up == nil {
+		if up, err = s.connectServer(t, startup); err != nil {
+			return nil, err
+		}
 	}
 	// Register the cancel key before the client can learn it.
 	tc := &targetConn{Conn: up.conn, pending: up.rd.buffered()}
+	clientKey := up.keyData
+	if pooled != nil && up.keyData != nil {
+		clientKey = clientKeyData(up.keyData)
+	}
 	if up.keyData != nil {
 		ct := &cancelTarget{network: t.network, addr: t.addr}
 		if up.tls {
 			ct.tlsConf = cancelTLSConfig(t.tlsConf)
 		}
-		tc.onClose = s.c.cancels.add(up.keyData.ProcessID, up.keyData.SecretKey, ct)
+		if pooled != nil {
+			ct.secret = up.keyData.SecretKey
+		}
+		tc.onClose = s.c.cancels.add(clientKey.ProcessID, clientKey.SecretKey, ct)
+	}
+	var conn net.Conn = tc
+	if pooled != nil {
+		if err := pooled.prepare(up, clientKey); err != nil {
+			_ = tc.Close()
+			return nil, newError(ErrTargetProtocol, codeConnectionFailure, "the PostgreSQL server broke the protocol during the startup", err)
+		}
+		up.forward = pooled.forward
+		conn = &pooledConn{targetConn: tc, pool: s.c.pool, ic: pooled, status: 'I'}
 	}
 	if _, err := s.client.Write(up.forward); err != nil {
-		_ = tc.Close()
+		_ = conn.Close()
 		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
 	}
 	if s.c.logger.DebugEnabled() {
@@ -113,13 +144,13 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	_ = up.conn.SetDeadline(time.Time{})
 	_ = s.raw.SetDeadline(time.Time{})
 	if s.sw == nil {
-		return tc, nil
+		return conn, nil
 	}
 	// TLS to the client: the broker relays the raw socket to one end of a
 	// pipe, and we relay the decrypted stream from the other end.
 	inner, outer := net.Pipe()
 	s.sw.switchTo(inner)
-	go relay.Pipe(s.client, tc)
+	go relay.Pipe(s.client, conn)
 	return outer, nil
 }
 
@@ -260,7 +291,11 @@ func (s *session) cancel(pkt *startupPacket) net.Conn {
 		s.c.logger.Debugf("pg: cancel request from %s for process %d: %v", s.raw.RemoteAddr(), pkt.cancel.ProcessID, errCancelUnknownKey)
 		return done
 	}
-	if err := forwardCancel(t, pkt.raw, s.c.cfg.connectTimeout); err != nil {
+	raw := pkt.raw
+	if t.secret != nil {
+		raw = encodeCancelRequest(pkt.cancel.ProcessID, t.secret)
+	}
+	if err := forwardCancel(t, raw, s.c.cfg.connectTimeout); err != nil {
 		s.c.logger.Warnf("pg: forwarding cancel request for process %d to %s: %v", pkt.cancel.ProcessID, t.addr, err)
 		return done
 	}

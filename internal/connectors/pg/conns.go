@@ -45,12 +45,170 @@ func (c *targetConn) RelayConn() net.Conn {
 }
 
 func (c *targetConn) Close() error {
+	c.forget()
+	return c.Conn.Close()
+}
+
+// forget runs onClose once.
+func (c *targetConn) forget() {
 	c.once.Do(func() {
 		if c.onClose != nil {
 			c.onClose()
 		}
 	})
-	return c.Conn.Close()
+}
+
+// terminateMsg is the client's Terminate message.
+var terminateMsg = []byte{'X', 0, 0, 0, 4}
+
+// pooledConn is the server connection of a session on a service with
+// serverPool. It follows message boundaries in both directions (without
+// copying) so that it can give the connection back to the pool instead of
+// closing it when the session ends cleanly: the client sent Terminate
+// (which is not forwarded), every query and Sync it sent has been answered
+// with ReadyForQuery, and the last one said idle, outside a transaction.
+// Anything else (an EOF without Terminate, an error, a transaction left
+// open, a replication stream, a malformed message) closes the connection
+// as without a pool.
+//
+// After the Terminate, the relay's half-close of the server leg does not
+// reach the server: it ends the server-to-client direction instead (an
+// immediate read deadline, reported to the relay as EOF). When the relay
+// closes the connection, it is reset with DISCARD ALL and kept.
+type pooledConn struct {
+	*targetConn
+	pool *serverPool
+	ic   *idleConn
+
+	mu          sync.Mutex
+	up, down    frameScanner // client-to-server, server-to-client
+	syncs, rfqs int64        // Query/Sync/FunctionCall sent, ReadyForQuery received
+	status      byte         // of the last ReadyForQuery
+	terminated  bool         // the client sent Terminate; it was held back
+	releasing   bool         // CloseWrite after Terminate: reads end with EOF
+	readEOF     bool         // Read has reported that EOF
+	unsafe      bool         // never reuse this connection
+	closed      bool
+}
+
+// RelayConn keeps the relay on this wrapper, which must see every byte.
+func (c *pooledConn) RelayConn() net.Conn { return nil }
+
+func (c *pooledConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.terminated {
+		c.mu.Unlock()
+		return len(p), nil // nothing follows a Terminate
+	}
+	cut := -1
+	c.up.scan(p, nil, func(ev frameEvent) bool {
+		switch ev.typ {
+		case 'X':
+			if start := ev.off - 4; start >= 0 {
+				cut = start
+				return false
+			}
+			c.unsafe = true // split across writes: part of it is already sent
+		case 'Q', 'S', 'F':
+			c.syncs++
+		}
+		return true
+	})
+	if c.up.bad {
+		c.unsafe = true
+	}
+	if cut >= 0 {
+		c.terminated = true
+	}
+	c.mu.Unlock()
+	if cut < 0 {
+		return c.targetConn.Write(p)
+	}
+	if cut > 0 {
+		if _, err := c.targetConn.Write(p[:cut]); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *pooledConn) Read(p []byte) (int, error) {
+	n, err := c.targetConn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n > 0 {
+		c.down.scan(p[:n], func(typ byte) bool { return typ == 'Z' }, func(ev frameEvent) bool {
+			switch {
+			case ev.typ == 'Z' && ev.body0 >= 0:
+				c.rfqs++
+				c.status = byte(ev.body0)
+			case ev.typ == 'W' && ev.body0 < 0: // CopyBothResponse: replication
+				c.unsafe = true
+			}
+			return true
+		})
+		if c.down.bad {
+			c.unsafe = true
+		}
+	}
+	if err != nil && c.releasing && isTimeout(err) {
+		c.readEOF = true
+		return n, io.EOF
+	}
+	return n, err
+}
+
+// CloseWrite passes the client's EOF on, except after a Terminate that
+// may leave the connection reusable: then it ends the relay's reading.
+func (c *pooledConn) CloseWrite() error {
+	c.mu.Lock()
+	if c.terminated && !c.unsafe {
+		c.releasing = true
+		c.mu.Unlock()
+		return c.Conn.SetReadDeadline(time.Now())
+	}
+	held := c.terminated
+	c.mu.Unlock()
+	if held {
+		_, _ = c.targetConn.Write(terminateMsg)
+	}
+	return c.targetConn.CloseWrite()
+}
+
+// Close keeps the connection for the next client if the session ended
+// cleanly, and closes it otherwise.
+func (c *pooledConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	reuse := c.terminated && c.readEOF && !c.unsafe && c.syncs == c.rfqs && c.status == 'I' &&
+		c.up.atBoundary() && c.down.atBoundary() && len(c.pending) == 0
+	held := c.terminated
+	if !reuse {
+		c.pool.logger.Debugf("pg: closing the server connection: terminated %v, ended %v, unsafe %v, %d of %d answered, status %q",
+			c.terminated, c.readEOF, c.unsafe, c.rfqs, c.syncs, c.status)
+	}
+	c.mu.Unlock()
+	c.forget()
+	if !reuse {
+		if held {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+			_, _ = c.Conn.Write(terminateMsg)
+		}
+		return c.Conn.Close()
+	}
+	go func() {
+		if err := c.ic.reset(); err != nil {
+			c.pool.logger.Debugf("pg: not reusing a server connection: %v", err)
+			_ = c.ic.conn.Close()
+			return
+		}
+		c.pool.put(c.ic)
+	}()
+	return nil
 }
 
 // CloseWrite half-closes the server connection, so that the relay can pass
@@ -114,6 +272,9 @@ var (
 	_ net.Conn        = (*targetConn)(nil)
 	_ closeWriter     = (*targetConn)(nil)
 	_ relay.Unwrapper = (*targetConn)(nil)
+	_ net.Conn        = (*pooledConn)(nil)
+	_ closeWriter     = (*pooledConn)(nil)
+	_ relay.Unwrapper = (*pooledConn)(nil)
 	_ net.Conn        = (*switchConn)(nil)
 	_ net.Conn        = finishedConn{}
 	_ closeWriter     = finishedConn{}

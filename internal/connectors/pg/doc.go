@@ -58,6 +58,9 @@
 //	  connectTimeout: 5s    # dialing the server, per attempt
 //	  handshakeTimeout: 30s # the whole startup, client and server side
 //	  scramCacheSize: 64    # derived SCRAM keys kept; 0 disables the cache
+//	  serverPool:           # reuse server connections (off unless set)
+//	    maxIdle: 10         # idle server connections kept (0: off)
+//	    idleTimeout: 1m     # an idle one is closed after this
 //
 // Unknown keys and bad values stop start-up; the error names the key, as in
 // "config.tls.cert: required when tls is set (PEM contents or a file path)".
@@ -93,7 +96,8 @@
 //
 // The server's BackendKeyData is relayed to the client unchanged (clients
 // need the real process id, for example to recognise their own
-// notifications), and the connector remembers, per service, which server
+// notifications; with serverPool, below, only the secret is replaced),
+// and the connector remembers, per service, which server
 // (address and TLS settings) each key belongs to until the session's server
 // connection closes. A CancelRequest arriving on a new client connection is
 // forwarded to that server, over TLS if the session used TLS; one with an
@@ -118,6 +122,42 @@
 // never answered from the cache; the password itself is never stored.
 // This is what makes reconnecting clients (pgbench -C) faster through the
 // broker than directly: libpq pays the derivation on every connection.
+// The server's backend start-up remains; serverPool (below) removes that
+// too.
+//
+// # Server connection reuse
+//
+// Without serverPool, every client connection gets a server session of its
+// own, opened for it and closed with it, exactly as a direct connection.
+// Opening a session costs the server a new backend process, which bounds
+// how many short connections per second any proxy can accept that way
+// (measured here: about 250 per second even with trust authentication).
+// With serverPool, a session that its client ended cleanly (a Terminate
+// sent while the server was idle outside a transaction, every query and
+// Sync answered) is reset with DISCARD ALL and kept for up to idleTimeout;
+// the next client whose credentials and startup parameters (database,
+// application_name, options, protocol version ...) are identical gets it.
+// It sees the greeting of a new session (AuthenticationOk, the current
+// ParameterStatus values, BackendKeyData, ReadyForQuery) and a session
+// state reset by DISCARD ALL: prepared statements, cursors, temporary
+// tables, LISTENs, advisory locks and SET values are gone. What remains is
+// the backend process itself (pg_backend_pid(), backend_start, its
+// statistics). Sessions ended any other way (EOF without Terminate, an
+// open or failed transaction, a COPY or replication stream, an error) close
+// their server connection as without a pool. A pooled connection that the
+// server has ended or written to meanwhile (pg_terminate_backend,
+// idle_session_timeout) is dropped when it would be handed out.
+//
+// Each client of a reusable connection gets its own random cancel secret
+// (with the real process id), which the connector maps to the server's: a
+// former client of the same backend cannot cancel a later client's query.
+// The pool key is an HMAC, under a random per-process key, of every
+// credential value and every startup parameter, so a rotated password is
+// never served a connection opened with the old one. Connections kept for
+// a service that a reload removes or changes close after idleTimeout. With
+// serverPool, the relay reads the server connection through the wrapper
+// that follows message boundaries, so COPY through such a service is not
+// spliced.
 //
 // # Errors
 //

@@ -150,6 +150,9 @@ func (s *service) close() {
 		s.t.Errorf("service: connections still open 10s after the test")
 	}
 	_ = os.RemoveAll(s.sockDir)
+	if s.conn.pool != nil {
+		s.conn.pool.closeAll()
+	}
 	// No password may appear in the log (debug level) or in returned errors.
 	var texts []string
 	texts = append(texts, s.log.lines()...)

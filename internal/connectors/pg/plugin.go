@@ -45,6 +45,9 @@ func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
 	}
 	c.cfg = cfg
 	c.scram = newSCRAMCache(cfg.scramCacheSize)
+	if cfg.poolMaxIdle > 0 {
+		c.pool = newServerPool(cfg.poolMaxIdle, cfg.poolIdleTimeout, logger)
+	}
 	return c
 }
 
@@ -55,6 +58,7 @@ type pgConnector struct {
 	cfgErr  error
 	scram   *scramCache
 	cancels *cancelRegistry
+	pool    *serverPool // nil unless config serverPool is set
 
 	// sessionHook, when set (by tests), sees every successful startup.
 	sessionHook func(sessionInfo)

@@ -1,0 +1,394 @@
+package pg
+
+// Server connection reuse (config serverPool, off by default). Opening a
+// PostgreSQL session costs the server a new backend process, which bounds
+// how fast any proxy that opens one per client can accept short
+// connections. With serverPool set, a session whose client ended it
+// cleanly (a Terminate while the server was idle outside a transaction)
+// is reset with DISCARD ALL and kept; the next client whose startup
+// parameters and credentials are identical gets it instead of a new
+// backend. The client sees the same greeting as from a new session
+// (AuthenticationOk, the current ParameterStatus values, BackendKeyData,
+// ReadyForQuery) and a session state that DISCARD ALL has reset: no
+// prepared statements, cursors, temporary tables, LISTENs, advisory locks
+// or SET values survive. What does survive is the backend itself
+// (pg_backend_pid(), backend_start).
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+// resetTimeout bounds the DISCARD ALL that prepares a connection for reuse.
+const resetTimeout = 5 * time.Second
+
+// poolKey identifies what a reused connection must match: an HMAC, under a
+// per-process random key, of every credential and of the protocol version
+// and startup parameters sent to the server (in sorted order: clients such
+// as pgx send them in random order). A rotated password (or any other changed credential or
+// startup parameter) gives a different key, so it is never served a
+// connection authenticated with the old one.
+type poolKey [sha256.Size]byte
+
+// idleConn is an authenticated, reset server connection and what a client
+// must be told about it.
+type idleConn struct {
+	key     poolKey
+	conn    net.Conn
+	tls     bool
+	auth    string
+	keyData *pgproto3.BackendKeyData
+	npv     []byte  // the server's NegotiateProtocolVersion, if it sent one
+	params  []param // current ParameterStatus values, in the server's order
+	timer   *time.Timer
+	forward []byte // the greeting for the current client (set by prepare)
+}
+
+// prepare fills ic for a session: from a new session's startup messages
+// (with the client's own cancel key put in), or, for a reused connection,
+// by building the greeting from what ic knows.
+func (ic *idleConn) prepare(up *upstream, clientKey *pgproto3.BackendKeyData) error {
+	if ic.conn != nil {
+		var err error
+		ic.forward, err = ic.greeting(clientKey)
+		return err
+	}
+	npv, params, err := greetingState(up.forward)
+	if err != nil {
+		return err
+	}
+	ic.conn, ic.tls, ic.auth, ic.keyData, ic.npv, ic.params = up.conn, up.tls, up.auth, up.keyData, npv, params
+	ic.forward = up.forward
+	if clientKey != nil {
+		ic.forward, err = replaceKeyData(up.forward, clientKey)
+	}
+	return err
+}
+
+// serverPool keeps idle server connections of one service.
+type serverPool struct {
+	maxIdle     int
+	idleTimeout time.Duration
+	hmacKey     [32]byte
+	logger      interface{ Debugf(string, ...any) }
+
+	mu   sync.Mutex
+	idle map[poolKey][]*idleConn
+	n    int
+}
+
+func newServerPool(maxIdle int, idleTimeout time.Duration, logger interface{ Debugf(string, ...any) }) *serverPool {
+	p := &serverPool{maxIdle: maxIdle, idleTimeout: idleTimeout, logger: logger, idle: make(map[poolKey][]*idleConn)}
+	if _, err := rand.Read(p.hmacKey[:]); err != nil {
+		panic("pg: no randomness for the pool key: " + err.Error())
+	}
+	return p
+}
+
+// key computes the pool key of a session.
+func (p *serverPool) key(creds connector.CredentialValuesByID, version uint32, params []param) poolKey {
+	m := hmac.New(sha256.New, p.hmacKey[:])
+	ids := make([]string, 0, len(creds))
+	for id := range creds {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var n [8]byte
+	field := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		m.Write(n[:])
+		m.Write(b)
+	}
+	for _, id := range ids {
+		field([]byte(id))
+		field(creds[id])
+	}
+	binary.BigEndian.PutUint64(n[:], uint64(version))
+	m.Write(n[:])
+	sorted := append([]param(nil), params...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].key < sorted[j].key })
+	for _, prm := range sorted {
+		field([]byte(prm.key))
+		field([]byte(prm.value))
+	}
+	var k poolKey
+	m.Sum(k[:0])
+	return k
+}
+
+// get takes an idle connection for key that is still open, or returns nil.
+func (p *serverPool) get(key poolKey) *idleConn {
+	for {
+		p.mu.Lock()
+		list := p.idle[key]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		ic := list[len(list)-1]
+		list[len(list)-1] = nil
+		if len(list) == 1 {
+			delete(p.idle, key)
+		} else {
+			p.idle[key] = list[:len(list)-1]
+		}
+		p.n--
+		p.mu.Unlock()
+		ic.timer.Stop()
+		if err := checkIdle(ic.conn); err != nil {
+			p.logger.Debugf("pg: dropping an idle server connection: %v", err)
+			_ = ic.conn.Close()
+			continue
+		}
+		return ic
+	}
+}
+
+// put keeps ic, or closes it when the pool is full.
+func (p *serverPool) put(ic *idleConn) {
+	p.mu.Lock()
+	if p.n >= p.maxIdle {
+		p.mu.Unlock()
+		_ = ic.conn.Close()
+		return
+	}
+	p.idle[ic.key] = append(p.idle[ic.key], ic)
+	p.n++
+	ic.timer = time.AfterFunc(p.idleTimeout, func() {
+		if p.remove(ic) {
+			_ = ic.conn.Close()
+		}
+	})
+	p.mu.Unlock()
+}
+
+// remove takes ic out of the pool; it reports whether ic was there.
+func (p *serverPool) remove(ic *idleConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[ic.key]
+	for i, c := range list {
+		if c == ic {
+			list = append(list[:i], list[i+1:]...)
+			if len(list) == 0 {
+				delete(p.idle, ic.key)
+			} else {
+				p.idle[ic.key] = list
+			}
+			p.n--
+			return true
+		}
+	}
+	return false
+}
+
+// closeAll closes every idle connection.
+func (p *serverPool) closeAll() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.n = make(map[poolKey][]*idleConn), 0
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, ic := range list {
+			ic.timer.Stop()
+			_ = ic.conn.Close()
+		}
+	}
+}
+
+// size is the number of idle connections, for tests.
+func (p *serverPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// errServerSpoke: an idle server connection had something to read (a
+// FATAL before the server closed it, for example), so it is not idle.
+var errServerSpoke = errors.New("the server sent data on an idle connection")
+
+// checkIdle peeks, without blocking, at the socket under conn: an idle
+// session has nothing to read. EOF, an error or any data means the server
+// ended or changed the session while it was idle.
+func checkIdle(conn net.Conn) error {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var (
+		n     int
+		errno error
+		buf   [1]byte
+	)
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, errno = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return err
+	}
+	switch {
+	case errno == syscall.EAGAIN:
+		return nil
+	case errno != nil:
+		return errno
+	case n == 0:
+		return errors.New("the server closed the connection")
+	default:
+		return errServerSpoke
+	}
+}
+
+// greeting builds what a client is sent when it gets ic: the same
+// messages a new session starts with.
+func (ic *idleConn) greeting(clientKey *pgproto3.BackendKeyData) ([]byte, error) {
+	out := append([]byte(nil), ic.npv...)
+	var err error
+	if out, err = (&pgproto3.AuthenticationOk{}).Encode(out); err != nil {
+		return nil, err
+	}
+	for _, p := range ic.params {
+		if out, err = (&pgproto3.ParameterStatus{Name: p.key, Value: p.value}).Encode(out); err != nil {
+			return nil, err
+		}
+	}
+	if clientKey != nil {
+		if out, err = clientKey.Encode(out); err != nil {
+			return nil, err
+		}
+	}
+	return (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
+}
+
+// greetingState collects, from a new session's startup messages, what a
+// later client of the same connection must be told.
+func greetingState(forward []byte) (npv []byte, params []param, err error) {
+	rd := newServerReader(bytes.NewReader(forward))
+	for {
+		typ, body, raw, err := rd.next()
+		if err != nil {
+			return nil, nil, fmt.Errorf("startup messages: %w", err)
+		}
+		switch typ {
+		case 'v':
+			npv = bytes.Clone(raw)
+		case 'S':
+			var m pgproto3.ParameterStatus
+			if err := m.Decode(body); err != nil {
+				return nil, nil, err
+			}
+			params = setParam(params, m.Name, m.Value)
+		case 'Z':
+			return npv, params, nil
+		}
+	}
+}
+
+// setParam sets name to value in params, keeping the order of first
+// appearance.
+func setParam(params []param, name, value string) []param {
+	for i := range params {
+		if params[i].key == name {
+			params[i].value = value
+			return params
+		}
+	}
+	return append(params, param{name, value})
+}
+
+// clientKeyData returns the key data handed to the client of a pooled
+// connection: the real process id (it shows in pg_backend_pid() and
+// notifications) with a fresh random secret, so that a former client of the
+// same backend cannot cancel a later client's queries.
+func clientKeyData(real *pgproto3.BackendKeyData) *pgproto3.BackendKeyData {
+	secret := make([]byte, len(real.SecretKey))
+	if _, err := rand.Read(secret); err != nil {
+		panic("pg: no randomness for a cancel key: " + err.Error())
+	}
+	return &pgproto3.BackendKeyData{ProcessID: real.ProcessID, SecretKey: secret}
+}
+
+// replaceKeyData rewrites the BackendKeyData message in a session's
+// startup messages.
+func replaceKeyData(forward []byte, k *pgproto3.BackendKeyData) ([]byte, error) {
+	rd := newServerReader(bytes.NewReader(forward))
+	var out []byte
+	for {
+		typ, _, raw, err := rd.next()
+		if err != nil {
+			return nil, fmt.Errorf("startup messages: %w", err)
+		}
+		if typ == 'K' {
+			if out, err = k.Encode(out); err != nil {
+				return nil, err
+			}
+		} else {
+			out = append(out, raw...)
+		}
+		if typ == 'Z' {
+			return out, nil
+		}
+	}
+}
+
+// reset prepares a connection for its next client: DISCARD ALL, read up to
+// ReadyForQuery, take in the ParameterStatus values it reports (RESET ALL
+// reports every reported setting that changes back).
+func (ic *idleConn) reset() error {
+	_ = ic.conn.SetDeadline(time.Now().Add(resetTimeout))
+	q, err := (&pgproto3.Query{String: "DISCARD ALL"}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := ic.conn.Write(q); err != nil {
+		return err
+	}
+	rd := newServerReader(ic.conn)
+	for {
+		typ, body, _, err := rd.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'C', 'N':
+		case 'S':
+			var m pgproto3.ParameterStatus
+			if err := m.Decode(body); err != nil {
+				return err
+			}
+			ic.params = setParam(ic.params, m.Name, m.Value)
+		case 'E':
+			return errors.New("DISCARD ALL failed")
+		case 'Z':
+			if len(body) != 1 || body[0] != 'I' {
+				return fmt.Errorf("not idle after DISCARD ALL (status %q)", body)
+			}
+			if rd.r.Buffered() > 0 {
+				return errors.New("unexpected data after DISCARD ALL")
+			}
+			return ic.conn.SetDeadline(time.Time{})
+		default:
+			return fmt.Errorf("unexpected message %q after DISCARD ALL", typ)
+		}
+	}
+}

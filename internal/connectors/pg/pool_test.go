@@ -1,0 +1,438 @@
+package pg
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const poolConfig = "serverPool: {maxIdle: 4, idleTimeout: 1m}"
+
+// waitPool waits until the service's pool holds n idle connections.
+func waitPool(t *testing.T, svc *service, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for svc.conn.pool.size() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool holds %d idle connections, want %d", svc.conn.pool.size(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func backendPID(t *testing.T, c *pgx.Conn) string {
+	t.Helper()
+	return queryString(t, c, "select pg_backend_pid()::text")
+}
+
+// closeConn ends a pgx session the way clients do: Terminate, then close.
+func closeConn(t *testing.T, c *pgx.Conn) {
+	t.Helper()
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerPool drives a service with serverPool against the real server:
+// a cleanly ended session's backend serves the next identical client with
+// its state reset; everything else gets a new backend.
+func TestServerPool(t *testing.T) {
+	srv := needServer(t)
+	for _, sslmode := range []string{"disable", "require"} {
+		t.Run("reused and reset/"+sslmode, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, sslmode), poolConfig)
+			c1 := svc.connect(t, "")
+			pid := backendPID(t, c1)
+			for _, sql := range []string{
+				"set datestyle = 'SQL, DMY'",
+				"set application_name = 'changed'",
+				"prepare p as select 1",
+				"create temp table tt(a int)",
+				"listen chan",
+				"select pg_advisory_lock(42)",
+			} {
+				if _, err := c1.Exec(context.Background(), sql); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+			}
+			key1 := c1.PgConn().SecretKey()
+			closeConn(t, c1)
+			waitPool(t, svc, 1)
+
+			c2 := svc.connect(t, "")
+			if got := backendPID(t, c2); got != pid {
+				t.Fatalf("second session has backend %s, want the reused %s", got, pid)
+			}
+			if !strings.Contains(svc.lastSession().auth, "reused") {
+				t.Errorf("session auth %q does not say reused", svc.lastSession().auth)
+			}
+			if bytes.Equal(c2.PgConn().SecretKey(), key1) {
+				t.Error("the second client got the first client's cancel key")
+			}
+			if got := c2.PgConn().ParameterStatus("DateStyle"); got != "ISO, MDY" {
+				t.Errorf("greeting DateStyle %q, want the reset ISO, MDY", got)
+			}
+			if got := c2.PgConn().ParameterStatus("application_name"); got != "" {
+				t.Errorf("greeting application_name %q, want empty", got)
+			}
+			checks := map[string]string{
+				"select current_setting('datestyle')":                                "ISO, MDY",
+				"select current_setting('application_name')":                         "",
+				"select count(*)::text from pg_prepared_statements where name = 'p'": "0",
+				"select coalesce(to_regclass('pg_temp.tt')::text, 'none')":           "none",
+				"select count(*)::text from pg_listening_channels()":                 "0",
+				"select count(*)::text from pg_locks where locktype = 'advisory'":    "0",
+				"select current_user": roleSCRAM.name,
+			}
+			for sql, want := range checks {
+				if got := queryString(t, c2, sql); got != want {
+					t.Errorf("%s = %q, want %q", sql, got, want)
+				}
+			}
+		})
+	}
+
+	t.Run("bulk traffic keeps the framing", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		ctx := context.Background()
+		if _, err := c1.Exec(ctx, "create temp table bulk(a int, b text)"); err != nil {
+			t.Fatal(err)
+		}
+		rows := make([][]any, 50000)
+		for i := range rows {
+			rows[i] = []any{i, strings.Repeat("x", i%300)}
+		}
+		if _, err := c1.CopyFrom(ctx, pgx.Identifier{"bulk"}, []string{"a", "b"}, pgx.CopyFromRows(rows)); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if _, err := c1.PgConn().CopyTo(ctx, &out, "copy bulk to stdout"); err != nil {
+			t.Fatal(err)
+		}
+		// A pipeline of extended-protocol queries, and an error in the middle.
+		batch := &pgx.Batch{}
+		for i := 0; i < 200; i++ {
+			batch.Queue("select $1::int + 1", i)
+		}
+		if err := c1.SendBatch(ctx, batch).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c1.Exec(ctx, "select 1/0"); err == nil {
+			t.Fatal("division by zero succeeded")
+		}
+		closeConn(t, c1)
+		waitPool(t, svc, 1)
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got != pid {
+			t.Fatalf("backend %s, want the reused %s", got, pid)
+		}
+	})
+
+	t.Run("open transaction is not reused", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		if _, err := c1.Exec(context.Background(), "begin"); err != nil {
+			t.Fatal(err)
+		}
+		closeConn(t, c1)
+		// The old backend goes away: its transaction is rolled back.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var n int
+			srv.queryRow(t, &n, "select count(*) from pg_stat_activity where pid = $1::int", pid)
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("backend %s still running after its client left mid-transaction", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := svc.conn.pool.size(); n != 0 {
+			t.Fatalf("pool holds %d connections", n)
+		}
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got == pid {
+			t.Fatal("a session left in a transaction was reused")
+		}
+	})
+
+	t.Run("client gone without Terminate is not reused", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		_ = c1.PgConn().Conn().Close() // no Terminate
+		time.Sleep(200 * time.Millisecond)
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got == pid {
+			t.Fatal("a session whose client vanished was reused")
+		}
+	})
+
+	t.Run("startup parameters must match", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "application_name=a")
+		pidA := backendPID(t, c1)
+		closeConn(t, c1)
+		waitPool(t, svc, 1)
+		c2 := svc.connect(t, "application_name=b")
+		if got := backendPID(t, c2); got == pidA {
+			t.Fatal("application_name=b got the session opened for application_name=a")
+		}
+		if got := queryString(t, c2, "select current_setting('application_name')"); got != "b" {
+			t.Fatalf("application_name %q", got)
+		}
+		c3 := svc.connect(t, "application_name=a")
+		if got := backendPID(t, c3); got != pidA {
+			for _, l := range svc.log.lines() {
+				t.Log(l)
+			}
+			t.Fatalf("application_name=a got backend %s, want the pooled %s", got, pidA)
+		}
+	})
+
+	t.Run("rotated password is never served from the pool", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		closeConn(t, c1)
+		waitPool(t, svc, 1)
+		svc.setCred("password", "not-the-Secret-0x")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, svc.dsn("")); err == nil {
+			got := backendPID(t, c)
+			c.Close(ctx)
+			t.Fatalf("connected with a wrong password (backend %s, pooled %s)", got, pid)
+		} else if code := pgErrCode(err); code != "28P01" {
+			t.Fatalf("error %v (SQLSTATE %q), want 28P01", err, code)
+		}
+		svc.setCred("password", roleSCRAM.password)
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got != pid {
+			t.Fatalf("backend %s, want the pooled %s", got, pid)
+		}
+	})
+
+	t.Run("server ends an idle pooled connection", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		closeConn(t, c1)
+		waitPool(t, svc, 1)
+		srv.exec(t, "select pg_terminate_backend($1::int)", pid)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var n int
+			srv.queryRow(t, &n, "select count(*) from pg_stat_activity where pid = $1::int", pid)
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("backend not terminated")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond) // the FATAL and FIN reach the broker's socket
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got == pid {
+			t.Fatal("terminated backend handed out")
+		}
+		if got := queryString(t, c2, "select 'works'"); got != "works" {
+			t.Fatalf("query: %q", got)
+		}
+	})
+
+	t.Run("cancel keys are per client", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := c1.PgConn().PID()
+		oldKey := c1.PgConn().SecretKey()
+		closeConn(t, c1)
+		waitPool(t, svc, 1)
+		c2 := svc.connect(t, "")
+		if c2.PgConn().PID() != pid {
+			t.Fatalf("backend %d, want the pooled %d", c2.PgConn().PID(), pid)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := c2.Exec(context.Background(), "select pg_sleep(2)")
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		// The former client's key must not cancel the new client's query.
+		stale, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = stale.Write(encodeCancelRequest(pid, oldKey))
+		_, _ = stale.Read(make([]byte, 1))
+		stale.Close()
+		select {
+		case err := <-done:
+			t.Fatalf("query ended early (%v): the stale key cancelled it", err)
+		case <-time.After(700 * time.Millisecond):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c2.PgConn().CancelRequest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if code := pgErrCode(err); code != "57014" {
+				t.Fatalf("error %v (SQLSTATE %q), want 57014", err, code)
+			}
+		case <-time.After(1500 * time.Millisecond):
+			t.Fatal("the client's own cancel key did not cancel its query")
+		}
+	})
+
+	t.Run("pgbench reconnecting", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		script := filepath.Join(t.TempDir(), "q.sql")
+		if err := os.WriteFile(script, []byte("select count(*) from pg_class;\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := runTool(t, srv, svc, nil, "pgbench", "-n", "-C", "-c", "2", "-t", "50", "-f", script)
+		if err != nil {
+			t.Fatalf("pgbench: %v\n%s", err, out)
+		}
+		reused := 0
+		svc.mu.Lock()
+		for _, si := range svc.sessions {
+			if strings.Contains(si.auth, "reused") {
+				reused++
+			}
+		}
+		total := len(svc.sessions)
+		svc.mu.Unlock()
+		if total < 100 || reused < total/2 {
+			t.Fatalf("%d of %d sessions reused a server connection", reused, total)
+		}
+	})
+}
+
+// TestFrameScanner: the scanner finds the same messages however the stream
+// is cut into chunks.
+func TestFrameScanner(t *testing.T) {
+	var stream []byte
+	var want []frameEvent
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 300; i++ {
+		typ := "QZDXSCE"[r.IntN(7)]
+		body := make([]byte, r.IntN(40))
+		if typ == 'Z' {
+			body = []byte{"ITE"[r.IntN(3)]}
+		}
+		want = append(want, frameEvent{typ: typ, body0: -1})
+		if typ == 'Z' {
+			want = append(want, frameEvent{typ: typ, body0: int(body[0])})
+		}
+		stream = append(stream, typ, 0, 0, 0, byte(4+len(body)))
+		stream = append(stream, body...)
+	}
+	for _, name := range []string{"whole", "bytes", "random"} {
+		t.Run(name, func(t *testing.T) {
+			var f frameScanner
+			var got []frameEvent
+			feed := func(p []byte) {
+				f.scan(p, func(b byte) bool { return b == 'Z' }, func(ev frameEvent) bool {
+					got = append(got, frameEvent{typ: ev.typ, body0: ev.body0})
+					return true
+				})
+			}
+			switch name {
+			case "whole":
+				feed(stream)
+			case "bytes":
+				for i := range stream {
+					feed(stream[i : i+1])
+				}
+			default:
+				for rest := stream; len(rest) > 0; {
+					n := min(1+r.IntN(17), len(rest))
+					feed(rest[:n])
+					rest = rest[n:]
+				}
+			}
+			if !f.atBoundary() {
+				t.Error("not at a boundary at the end of the stream")
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d events, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("event %d = %+v, want %+v", i, got[i], want[i])
+				}
+			}
+		})
+	}
+	t.Run("bad length", func(t *testing.T) {
+		var f frameScanner
+		f.scan([]byte{'Q', 0, 0, 0, 3}, nil, func(frameEvent) bool { return true })
+		if !f.bad || f.atBoundary() {
+			t.Fatal("a length below 4 was accepted")
+		}
+	})
+}
+
+// FuzzFrameScanner: no input panics, and a stream cut in two gives the
+// same events as the whole stream.
+func FuzzFrameScanner(f *testing.F) {
+	f.Add([]byte("Z\x00\x00\x00\x05IQ\x00\x00\x00\x09select"), 3)
+	f.Add([]byte{'X', 0, 0, 0, 4}, 2)
+	f.Fuzz(func(t *testing.T, stream []byte, cut int) {
+		events := func(chunks ...[]byte) ([]frameEvent, bool) {
+			var fs frameScanner
+			var out []frameEvent
+			for _, c := range chunks {
+				fs.scan(c, func(b byte) bool { return b == 'Z' }, func(ev frameEvent) bool {
+					out = append(out, frameEvent{typ: ev.typ, body0: ev.body0})
+					return true
+				})
+			}
+			return out, fs.bad
+		}
+		whole, bad1 := events(stream)
+		if cut < 0 {
+			cut = -cut
+		}
+		if len(stream) > 0 {
+			cut %= len(stream) + 1
+		} else {
+			cut = 0
+		}
+		split, bad2 := events(stream[:cut], stream[cut:])
+		if bad1 != bad2 || len(whole) != len(split) {
+			t.Fatalf("whole %v (bad %v), split at %d %v (bad %v)", whole, bad1, cut, split, bad2)
+		}
+		for i := range whole {
+			if whole[i] != split[i] {
+				t.Fatalf("event %d differs: %+v vs %+v", i, whole[i], split[i])
+			}
+		}
+	})
+}
