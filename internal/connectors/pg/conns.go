@@ -64,17 +64,17 @@ var terminateMsg = []byte{'X', 0, 0, 0, 4}
 // pooledConn is the server connection of a session on a service with
 // serverPool. It follows message boundaries in both directions (without
 // copying) so that it can give the connection back to the pool instead of
-// closing it when the session ends cleanly: the client sent Terminate
-// (which is not forwarded), every query and Sync it sent has been answered
-// with ReadyForQuery, and the last one said idle, outside a transaction.
-// Anything else (an EOF without Terminate, an error, a transaction left
-// open, a replication stream, a malformed message) closes the connection
-// as without a pool.
-//
-// After the Terminate, the relay's half-close of the server leg does not
-// reach the server: it ends the server-to-client direction instead (an
-// immediate read deadline, reported to the relay as EOF). When the relay
-// closes the connection, it is reset with DISCARD ALL and kept.
+// closing it when the session ends cleanly: the client sends Terminate
+// while the server is idle outside a transaction, with every query and
+// Sync it sent answered by ReadyForQuery. That Terminate is not forwarded;
+// instead the connection does what the server would do, end the session
+// towards the client: an immediate read deadline ends the relay's
+// server-to-client direction, reported to the relay as EOF, so the client
+// sees the connection close. When the relay then closes the connection, it
+// is reset with DISCARD ALL and kept. Anything else (a Terminate while a
+// query is outstanding, an EOF without Terminate, an error, a replication
+// stream, a malformed message) reaches the server as without a pool and
+// closes the connection.
 type pooledConn struct {
 	*targetConn
 	pool *serverPool
@@ -85,8 +85,7 @@ type pooledConn struct {
 	syncs, rfqs int64        // Query/Sync/FunctionCall sent, ReadyForQuery received
 	status      byte         // of the last ReadyForQuery
 	terminated  bool         // the client sent Terminate; it was held back
-	releasing   bool         // CloseWrite after Terminate: reads end with EOF
-	readEOF     bool         // Read has reported that EOF
+	readEOF     bool         // Read has reported the end of the session
 	unsafe      bool         // never reuse this connection
 	closed      bool
 }
@@ -104,11 +103,12 @@ func (c *pooledConn) Write(p []byte) (int, error) {
 	c.up.scan(p, nil, func(ev frameEvent) bool {
 		switch ev.typ {
 		case 'X':
-			if start := ev.off - 4; start >= 0 {
+			start := ev.off - 4
+			if start >= 0 && !c.unsafe && c.syncs == c.rfqs && c.status == 'I' && c.down.atBoundary() {
 				cut = start
 				return false
 			}
-			c.unsafe = true // split across writes: part of it is already sent
+			c.unsafe = true // forwarded: the server ends the session
 		case 'Q', 'S', 'F':
 			c.syncs++
 		}
@@ -128,6 +128,10 @@ func (c *pooledConn) Write(p []byte) (int, error) {
 		if _, err := c.targetConn.Write(p[:cut]); err != nil {
 			return 0, err
 		}
+	}
+	// End the server-to-client direction, as the server would.
+	if err := c.Conn.SetReadDeadline(time.Now()); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -151,26 +155,20 @@ func (c *pooledConn) Read(p []byte) (int, error) {
 			c.unsafe = true
 		}
 	}
-	if err != nil && c.releasing && isTimeout(err) {
+	if err != nil && c.terminated && isTimeout(err) {
 		c.readEOF = true
 		return n, io.EOF
 	}
 	return n, err
 }
 
-// CloseWrite passes the client's EOF on, except after a Terminate that
-// may leave the connection reusable: then it ends the relay's reading.
+// CloseWrite passes the client's EOF on, except after a held Terminate.
 func (c *pooledConn) CloseWrite() error {
 	c.mu.Lock()
-	if c.terminated && !c.unsafe {
-		c.releasing = true
-		c.mu.Unlock()
-		return c.Conn.SetReadDeadline(time.Now())
-	}
 	held := c.terminated
 	c.mu.Unlock()
 	if held {
-		_, _ = c.targetConn.Write(terminateMsg)
+		return nil
 	}
 	return c.targetConn.CloseWrite()
 }
@@ -184,8 +182,7 @@ func (c *pooledConn) Close() error {
 		return nil
 	}
 	c.closed = true
-	reuse := c.terminated && c.readEOF && !c.unsafe && c.syncs == c.rfqs && c.status == 'I' &&
-		c.up.atBoundary() && c.down.atBoundary() && len(c.pending) == 0
+	reuse := c.terminated && c.readEOF && !c.unsafe && c.down.atBoundary() && len(c.pending) == 0
 	held := c.terminated
 	if !reuse {
 		c.pool.logger.Debugf("pg: closing the server connection: terminated %v, ended %v, unsafe %v, %d of %d answered, status %q",

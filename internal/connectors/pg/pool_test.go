@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 const poolConfig = "serverPool: {maxIdle: 4, idleTimeout: 1m}"
@@ -182,6 +184,53 @@ func TestServerPool(t *testing.T) {
 		c2 := svc.connect(t, "")
 		if got := backendPID(t, c2); got == pid {
 			t.Fatal("a session whose client vanished was reused")
+		}
+	})
+
+	t.Run("Terminate ends the session at once", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		// Like a driver that sends Terminate and waits for the server to
+		// close: it must see EOF, not wait forever.
+		nc := c1.PgConn().Conn()
+		if _, err := nc.Write(terminateMsg); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if n, err := nc.Read(make([]byte, 64)); err != io.EOF {
+			t.Fatalf("after Terminate: read %d bytes, %v; want EOF", n, err)
+		}
+		_ = nc.Close()
+		waitPool(t, svc, 1)
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got != pid {
+			t.Fatalf("backend %s, want the pooled %s", got, pid)
+		}
+	})
+
+	t.Run("Terminate behind a query is forwarded", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		nc := c1.PgConn().Conn()
+		q, _ := (&pgproto3.Query{String: "select 42"}).Encode(nil)
+		if _, err := nc.Write(append(q, terminateMsg...)); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got, err := io.ReadAll(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// RowDescription, DataRow "42", CommandComplete, ReadyForQuery, then EOF.
+		if !bytes.Contains(got, []byte("SELECT 1")) || got[len(got)-6] != 'Z' {
+			t.Fatalf("response before EOF: %q", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n := svc.conn.pool.size(); n != 0 {
+			t.Fatalf("pool holds %d connections; the server should have ended this session", n)
 		}
 	})
 
