@@ -129,12 +129,14 @@ type scramCache struct {
 	max     int
 	entries map[[sha256.Size]byte]*scramKeys
 	order   [][sha256.Size]byte // insertion order, for eviction
-	hits    atomic.Int64
-	misses  atomic.Int64
+	// inflight holds, per key being derived, a channel closed when done.
+	inflight map[[sha256.Size]byte]chan struct{}
+	hits     atomic.Int64
+	misses   atomic.Int64
 }
 
 func newSCRAMCache(max int) *scramCache {
-	c := &scramCache{max: max, entries: make(map[[sha256.Size]byte]*scramKeys)}
+	c := &scramCache{max: max, entries: make(map[[sha256.Size]byte]*scramKeys), inflight: make(map[[sha256.Size]byte]chan struct{})}
 	if _, err := rand.Read(c.hashKey[:]); err != nil {
 		panic(fmt.Sprintf("pg: crypto/rand: %v", err))
 	}
@@ -155,18 +157,34 @@ func (c *scramCache) cacheKey(password, salt []byte, iter int) [sha256.Size]byte
 }
 
 // keys returns the derived keys for password, salt and iter, deriving them
-// on a miss. The result is a copy the caller must zero.
+// on a miss. Concurrent misses for the same key wait for one derivation
+// (many clients connecting at once after a start or a rotation would
+// otherwise each pay PBKDF2). The result is a copy the caller must zero.
 func (c *scramCache) keys(password, salt []byte, iter int) *scramKeys {
 	if c == nil || c.max <= 0 {
 		return deriveSCRAMKeys(password, salt, iter)
 	}
 	ck := c.cacheKey(password, salt, iter)
-	c.mu.Lock()
-	if k, ok := c.entries[ck]; ok {
-		cp := *k
+	waited := false
+	for {
+		c.mu.Lock()
+		if k, ok := c.entries[ck]; ok {
+			cp := *k
+			c.mu.Unlock()
+			c.hits.Add(1)
+			return &cp
+		}
+		f, busy := c.inflight[ck]
+		if !busy || waited {
+			break // c.mu still held
+		}
 		c.mu.Unlock()
-		c.hits.Add(1)
-		return &cp
+		<-f
+		waited = true // evicted already (a tiny cache): derive ourselves
+	}
+	done := make(chan struct{})
+	if _, busy := c.inflight[ck]; !busy {
+		c.inflight[ck] = done
 	}
 	c.mu.Unlock()
 	c.misses.Add(1)
@@ -187,7 +205,11 @@ func (c *scramCache) keys(password, salt []byte, iter int) *scramKeys {
 	} else {
 		stored.zero()
 	}
+	if c.inflight[ck] == done {
+		delete(c.inflight, ck)
+	}
 	c.mu.Unlock()
+	close(done)
 	return k
 }
 

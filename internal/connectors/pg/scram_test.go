@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"sync"
 	"testing"
 )
 
@@ -180,4 +181,34 @@ func FuzzSASLPrep(f *testing.F) {
 			t.Fatalf("%q prepared to nothing", pw)
 		}
 	})
+}
+
+// TestSCRAMCacheConcurrentMisses: clients connecting at the same moment
+// with the same password share one key derivation, and all get the keys.
+func TestSCRAMCacheConcurrentMisses(t *testing.T) {
+	c := newSCRAMCache(4)
+	salt := []byte("salt")
+	want := deriveSCRAMKeys([]byte("pw"), salt, 40960) // slow enough to overlap
+	var wg sync.WaitGroup
+	bad := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if k := c.keys([]byte("pw"), salt, 40960); k.clientKey != want.clientKey || k.serverKey != want.serverKey {
+				bad <- "wrong keys"
+			}
+		}()
+	}
+	wg.Wait()
+	close(bad)
+	for b := range bad {
+		t.Error(b)
+	}
+	if m := c.misses.Load(); m != 1 {
+		t.Errorf("%d derivations for one password, want 1", m)
+	}
+	if h := c.hits.Load(); h != 7 {
+		t.Errorf("%d hits, want 7", h)
+	}
 }
