@@ -33,7 +33,10 @@
 // Every other credential is sent to the server as a startup parameter (for
 // example application_name, search_path, DateStyle, options), and wins over
 // a client's parameter of the same name. A credential named "user" is
-// refused: the role always comes from username.
+// refused: the role always comes from username. So is, at load time, a name
+// one or two edits away from a pg credential ("passwrod", "Password",
+// "sslmod"), which would otherwise send its value to the server as a
+// startup parameter.
 //
 // sslmode follows libpq: disable never encrypts; allow tries plaintext and
 // retries with TLS if the server refuses the session; prefer tries TLS

@@ -1,6 +1,8 @@
 package pg
 
 import (
+	"strings"
+
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
@@ -41,6 +43,9 @@ func (plugin) ValidateCredentials(_ []byte, names []string, literal connector.Cr
 	if err := validatePairs(names); err != nil {
 		return err
 	}
+	if err := validateNearMisses(names); err != nil {
+		return err
+	}
 	_, err := parseCredentials(creds)
 	return err
 }
@@ -61,6 +66,45 @@ func validatePairs(names []string) error {
 		return credErr(credSSLCert, "missing (sslkey is set)")
 	}
 	return nil
+}
+
+// validateNearMisses refuses a credential name that is not a pg credential
+// but is one or two edits away from one ("passwrod", "sslmod", "Password"):
+// it would otherwise be sent to the server as a startup parameter, a secret
+// value included, and the real credential would be missing.
+func validateNearMisses(names []string) error {
+	for _, n := range names {
+		if knownCredentials[n] || len(n) < 4 {
+			continue
+		}
+		for k := range knownCredentials {
+			if editDistance(strings.ToLower(n), k) <= 2 {
+				return credErr(n, "not a pg credential; did you mean %q? (names that are not pg credentials are sent to the server as startup parameters)", k)
+			}
+		}
+	}
+	return nil
+}
+
+// editDistance is the Levenshtein distance of two short ASCII names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 var _ connector.CredentialsValidator = plugin{}

@@ -32,6 +32,10 @@ func TestValidateCredentials(t *testing.T) {
 		{"provider sslrootcert with verify-full", []string{"host", "username", "sslmode", "sslrootcert"}, lit("sslmode", "verify-full"), ""},
 		{"literal sslrootcert file missing", []string{"host", "username", "sslmode", "sslrootcert"}, lit("sslmode", "verify-ca", "sslrootcert", "/nonexistent/ca.pem"), "sslrootcert"},
 		{"user is refused", []string{"host", "username", "user"}, nil, "credential user: not allowed"},
+		{"misspelt password", []string{"host", "username", "passwrod"}, nil, `credential passwrod: not a pg credential; did you mean "password"?`},
+		{"capitalised password", []string{"host", "username", "Password"}, nil, `did you mean "password"?`},
+		{"misspelt sslmode", []string{"host", "username", "sslmod"}, lit("sslmod", "disable"), `did you mean "sslmode"?`},
+		{"startup parameters pass", []string{"host", "username", "application_name", "search_path", "DateStyle", "options"}, nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
