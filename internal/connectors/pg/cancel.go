@@ -22,6 +22,10 @@ type cancelTarget struct {
 	// secret is the server's own secret key when the client was given
 	// another one (a reusable connection); nil when they are the same.
 	secret []byte
+	// used is set, under the registry's lock, when a CancelRequest has been
+	// matched to this session: its server connection is then never reused,
+	// since the cancel may reach the server after a later client started.
+	used bool
 }
 
 // cancelRegistry maps the backend key data the servers sent (process id and
@@ -63,7 +67,19 @@ func (r *cancelRegistry) add(pid uint32, secret []byte, t *cancelTarget) (remove
 func (r *cancelRegistry) lookup(pid uint32, secret []byte) *cancelTarget {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.m[cancelKey(pid, secret)]
+	t := r.m[cancelKey(pid, secret)]
+	if t != nil {
+		t.used = true
+	}
+	return t
+}
+
+// wasUsed reports whether a CancelRequest was matched to t. Called after t
+// has been removed, it is final: no later lookup can find t.
+func (r *cancelRegistry) wasUsed(t *cancelTarget) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return t.used
 }
 
 func (r *cancelRegistry) len() int {

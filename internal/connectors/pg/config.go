@@ -20,6 +20,7 @@ const (
 	defaultHandshakeTimeout = 30 * time.Second
 	defaultSCRAMCacheSize   = 64
 	defaultPoolIdleTimeout  = time.Minute
+	defaultPoolMaxLifetime  = time.Hour
 	maxPoolIdle             = 10000
 )
 
@@ -35,6 +36,7 @@ type rawConfig struct {
 type rawPool struct {
 	MaxIdle     *int   `yaml:"maxIdle"`
 	IdleTimeout string `yaml:"idleTimeout"`
+	MaxLifetime string `yaml:"maxLifetime"`
 }
 
 type rawTLS struct {
@@ -49,7 +51,7 @@ type rawTLS struct {
 var allowedKeys = map[string][]string{
 	"":           {"tls", "connectTimeout", "handshakeTimeout", "scramCacheSize", "serverPool"},
 	"tls":        {"cert", "key", "require", "minVersion"},
-	"serverPool": {"maxIdle", "idleTimeout"},
+	"serverPool": {"maxIdle", "idleTimeout", "maxLifetime"},
 }
 
 // config is a validated config block.
@@ -61,6 +63,7 @@ type config struct {
 	scramCacheSize   int
 	poolMaxIdle      int           // 0: server connections are never reused
 	poolIdleTimeout  time.Duration // an idle server connection is closed after this
+	poolMaxLifetime  time.Duration // a server connection is not reused after this
 }
 
 // configError names the offending key of the config block.
@@ -86,6 +89,7 @@ func parseConfig(b []byte) (*config, error) {
 		handshakeTimeout: defaultHandshakeTimeout,
 		scramCacheSize:   defaultSCRAMCacheSize,
 		poolIdleTimeout:  defaultPoolIdleTimeout,
+		poolMaxLifetime:  defaultPoolMaxLifetime,
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return cfg, nil
@@ -131,6 +135,11 @@ func parseConfig(b []byte) (*config, error) {
 		if p.IdleTimeout != "" {
 			if cfg.poolIdleTimeout, err = parsePositiveDuration(p.IdleTimeout); err != nil {
 				return nil, keyErr("serverPool.idleTimeout", "%w", err)
+			}
+		}
+		if p.MaxLifetime != "" {
+			if cfg.poolMaxLifetime, err = parsePositiveDuration(p.MaxLifetime); err != nil {
+				return nil, keyErr("serverPool.maxLifetime", "%w", err)
 			}
 		}
 	}

@@ -90,7 +90,9 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		pooled *idleConn // set when the server connection may be reused
 		up     *upstream
 	)
-	if pool := s.c.pool; pool != nil {
+	// A walsender's state (temporary slots ...) survives DISCARD ALL, so
+	// replication sessions are never pooled.
+	if pool := s.c.pool; pool != nil && !replicationParam(params) {
 		key := pool.key(creds, pkt.version, params)
 		if ic := pool.get(key); ic != nil {
 			pooled = ic
@@ -110,8 +112,9 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	if pooled != nil && up.keyData != nil {
 		clientKey = clientKeyData(up.keyData)
 	}
+	var ct *cancelTarget
 	if up.keyData != nil {
-		ct := &cancelTarget{network: t.network, addr: t.addr}
+		ct = &cancelTarget{network: t.network, addr: t.addr}
 		if up.tls {
 			ct.tlsConf = cancelTLSConfig(t.tlsConf)
 		}
@@ -127,7 +130,7 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 			return nil, newError(ErrTargetProtocol, codeConnectionFailure, "the PostgreSQL server broke the protocol during the startup", err)
 		}
 		up.forward = pooled.forward
-		conn = &pooledConn{targetConn: tc, pool: s.c.pool, ic: pooled, status: 'I'}
+		conn = &pooledConn{targetConn: tc, pool: s.c.pool, ic: pooled, status: 'I', cancels: s.c.cancels, cancel: ct}
 	}
 	if _, err := s.client.Write(up.forward); err != nil {
 		_ = conn.Close()

@@ -77,13 +77,16 @@ var terminateMsg = []byte{'X', 0, 0, 0, 4}
 // closes the connection.
 type pooledConn struct {
 	*targetConn
-	pool *serverPool
-	ic   *idleConn
+	pool    *serverPool
+	ic      *idleConn
+	cancels *cancelRegistry
+	cancel  *cancelTarget // nil when the server sent no key data
 
 	mu          sync.Mutex
 	up, down    frameScanner // client-to-server, server-to-client
 	syncs, rfqs int64        // Query/Sync/FunctionCall sent, ReadyForQuery received
 	status      byte         // of the last ReadyForQuery
+	extended    bool         // extended-protocol messages sent since the last Sync
 	terminated  bool         // the client sent Terminate; it was held back
 	readEOF     bool         // Read has reported the end of the session
 	unsafe      bool         // never reuse this connection
@@ -104,13 +107,20 @@ func (c *pooledConn) Write(p []byte) (int, error) {
 		switch ev.typ {
 		case 'X':
 			start := ev.off - 4
-			if start >= 0 && !c.unsafe && c.syncs == c.rfqs && c.status == 'I' && c.down.atBoundary() {
+			if start >= 0 && !c.unsafe && !c.extended && c.syncs == c.rfqs && c.status == 'I' && c.down.atBoundary() {
 				cut = start
 				return false
 			}
 			c.unsafe = true // forwarded: the server ends the session
-		case 'Q', 'S', 'F':
+		case 'S':
 			c.syncs++
+			c.extended = false
+		case 'Q', 'F':
+			c.syncs++
+		case 'P', 'B', 'E', 'D', 'C', 'H':
+			// Until a Sync the server may be skipping messages after an
+			// error, or hold an unfinished pipeline.
+			c.extended = true
 		}
 		return true
 	})
@@ -184,12 +194,17 @@ func (c *pooledConn) Close() error {
 	c.closed = true
 	reuse := c.terminated && c.readEOF && !c.unsafe && c.down.atBoundary() && len(c.pending) == 0
 	held := c.terminated
+	c.mu.Unlock()
+	c.forget() // after this no CancelRequest can be matched to the session
+	if reuse && c.cancel != nil && c.cancels.wasUsed(c.cancel) {
+		reuse = false
+	}
+	c.mu.Lock()
 	if !reuse {
 		c.pool.logger.Debugf("pg: closing the server connection: terminated %v, ended %v, unsafe %v, %d of %d answered, status %q",
 			c.terminated, c.readEOF, c.unsafe, c.rfqs, c.syncs, c.status)
 	}
 	c.mu.Unlock()
-	c.forget()
 	if !reuse {
 		if held {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))

@@ -64,6 +64,7 @@
 //	  serverPool:           # reuse server connections (off unless set)
 //	    maxIdle: 10         # idle server connections kept (0: off)
 //	    idleTimeout: 1m     # an idle one is closed after this
+//	    maxLifetime: 1h     # none is reused once this old
 //
 // Unknown keys and bad values stop start-up; the error names the key, as in
 // "config.tls.cert: required when tls is set (PEM contents or a file path)".
@@ -145,11 +146,25 @@
 // state reset by DISCARD ALL: prepared statements, cursors, temporary
 // tables, LISTENs, advisory locks and SET values are gone. What remains is
 // the backend process itself (pg_backend_pid(), backend_start, its
-// statistics). Sessions ended any other way (EOF without Terminate, an
-// open or failed transaction, a COPY or replication stream, an error) close
-// their server connection as without a pool. A pooled connection that the
-// server has ended or written to meanwhile (pg_terminate_backend,
-// idle_session_timeout) is dropped when it would be handed out.
+// statistics), and session state that DISCARD ALL does not know about:
+// extensions' and procedural languages' own (dblink connections, PL/Python
+// GD and SD, PL/Perl %_SHARED) and the existence, with an empty value, of
+// custom placeholder settings (SET myapp.x). Settings that apply when a
+// session starts (ALTER ROLE ... SET, ALTER DATABASE ... SET) and changes
+// to the role itself (a new password, NOLOGIN, VALID UNTIL, pg_hba.conf)
+// reach a pooled backend only when it is replaced, after maxLifetime at
+// the latest. Use serverPool only where that is acceptable.
+//
+// Sessions ended any other way (EOF without Terminate, an open or failed
+// transaction, extended-protocol messages not followed by Sync, a COPY, an
+// error) close their server connection as without a pool, and so do
+// replication sessions (the replication startup parameter) and sessions
+// whose cancel key was used (the cancel might reach the server after the
+// next client started). A pooled connection that the server has ended or
+// written to meanwhile (pg_terminate_backend, idle_session_timeout) is
+// dropped when it would be handed out. The greeting's ParameterStatus
+// values are read from the server after the reset, so changes made by
+// ALTER SYSTEM and a reload are reported.
 //
 // Each client of a reusable connection gets its own random cancel secret
 // (with the real process id), which the connector maps to the server's: a

@@ -46,7 +46,7 @@ func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
 	c.cfg = cfg
 	c.scram = newSCRAMCache(cfg.scramCacheSize)
 	if cfg.poolMaxIdle > 0 {
-		c.pool = newServerPool(cfg.poolMaxIdle, cfg.poolIdleTimeout, logger)
+		c.pool = newServerPool(cfg.poolMaxIdle, cfg.poolIdleTimeout, cfg.poolMaxLifetime, logger)
 	}
 	return c
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +33,21 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
+
+// replicationParam reports whether the startup parameters ask for a
+// replication connection (replication=true, on, yes, 1 or database).
+func replicationParam(params []param) bool {
+	for _, p := range params {
+		if strings.EqualFold(p.key, "replication") {
+			switch strings.ToLower(p.value) {
+			case "false", "off", "no", "0":
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // resetTimeout bounds the DISCARD ALL that prepares a connection for reuse.
 const resetTimeout = 5 * time.Second
@@ -55,7 +71,8 @@ type idleConn struct {
 	npv     []byte  // the server's NegotiateProtocolVersion, if it sent one
 	params  []param // current ParameterStatus values, in the server's order
 	timer   *time.Timer
-	forward []byte // the greeting for the current client (set by prepare)
+	born    time.Time // when the server session started
+	forward []byte    // the greeting for the current client (set by prepare)
 }
 
 // prepare fills ic for a session: from a new session's startup messages
@@ -72,6 +89,7 @@ func (ic *idleConn) prepare(up *upstream, clientKey *pgproto3.BackendKeyData) er
 		return err
 	}
 	ic.conn, ic.tls, ic.auth, ic.keyData, ic.npv, ic.params = up.conn, up.tls, up.auth, up.keyData, npv, params
+	ic.born = time.Now()
 	ic.forward = up.forward
 	if clientKey != nil {
 		ic.forward, err = replaceKeyData(up.forward, clientKey)
@@ -83,6 +101,7 @@ func (ic *idleConn) prepare(up *upstream, clientKey *pgproto3.BackendKeyData) er
 type serverPool struct {
 	maxIdle     int
 	idleTimeout time.Duration
+	maxLifetime time.Duration
 	hmacKey     [32]byte
 	logger      interface{ Debugf(string, ...any) }
 
@@ -91,8 +110,8 @@ type serverPool struct {
 	n    int
 }
 
-func newServerPool(maxIdle int, idleTimeout time.Duration, logger interface{ Debugf(string, ...any) }) *serverPool {
-	p := &serverPool{maxIdle: maxIdle, idleTimeout: idleTimeout, logger: logger, idle: make(map[poolKey][]*idleConn)}
+func newServerPool(maxIdle int, idleTimeout, maxLifetime time.Duration, logger interface{ Debugf(string, ...any) }) *serverPool {
+	p := &serverPool{maxIdle: maxIdle, idleTimeout: idleTimeout, maxLifetime: maxLifetime, logger: logger, idle: make(map[poolKey][]*idleConn)}
 	if _, err := rand.Read(p.hmacKey[:]); err != nil {
 		panic("pg: no randomness for the pool key: " + err.Error())
 	}
@@ -149,6 +168,11 @@ func (p *serverPool) get(key poolKey) *idleConn {
 		p.n--
 		p.mu.Unlock()
 		ic.timer.Stop()
+		if time.Since(ic.born) > p.maxLifetime {
+			p.logger.Debugf("pg: closing a server connection older than serverPool.maxLifetime")
+			_ = ic.conn.Close()
+			continue
+		}
 		if err := checkIdle(ic.conn); err != nil {
 			p.logger.Debugf("pg: dropping an idle server connection: %v", err)
 			_ = ic.conn.Close()
@@ -161,7 +185,7 @@ func (p *serverPool) get(key poolKey) *idleConn {
 // put keeps ic, or closes it when the pool is full.
 func (p *serverPool) put(ic *idleConn) {
 	p.mu.Lock()
-	if p.n >= p.maxIdle {
+	if p.n >= p.maxIdle || time.Since(ic.born) > p.maxLifetime {
 		p.mu.Unlock()
 		_ = ic.conn.Close()
 		return
@@ -351,44 +375,78 @@ func replaceKeyData(forward []byte, k *pgproto3.BackendKeyData) ([]byte, error) 
 	}
 }
 
-// reset prepares a connection for its next client: DISCARD ALL, read up to
-// ReadyForQuery, take in the ParameterStatus values it reports (RESET ALL
-// reports every reported setting that changes back).
+// reset prepares a connection for its next client: DISCARD ALL, then a
+// query for the current value of every reported setting the greeting will
+// announce. The values a session's ParameterStatus messages carried went
+// to its client, not to us, and some change without the session doing
+// anything (TimeZone after ALTER SYSTEM and a reload, in_hot_standby after
+// a promotion), so they are asked for rather than remembered.
 func (ic *idleConn) reset() error {
 	_ = ic.conn.SetDeadline(time.Now().Add(resetTimeout))
-	q, err := (&pgproto3.Query{String: "DISCARD ALL"}).Encode(nil)
+	out, err := (&pgproto3.Query{String: "DISCARD ALL"}).Encode(nil)
 	if err != nil {
 		return err
 	}
-	if _, err := ic.conn.Write(q); err != nil {
+	var sel strings.Builder
+	sel.WriteString("SELECT ")
+	for i, p := range ic.params {
+		if i > 0 {
+			sel.WriteString(", ")
+		}
+		sel.WriteString("current_setting('" + strings.ReplaceAll(p.key, "'", "''") + "', true)")
+	}
+	if len(ic.params) > 0 {
+		if out, err = (&pgproto3.Query{String: sel.String()}).Encode(out); err != nil {
+			return err
+		}
+	}
+	if _, err := ic.conn.Write(out); err != nil {
 		return err
 	}
 	rd := newServerReader(ic.conn)
-	for {
+	want := 1
+	if len(ic.params) > 0 {
+		want = 2
+	}
+	for ready := 0; ready < want; {
 		typ, body, _, err := rd.next()
 		if err != nil {
 			return err
 		}
 		switch typ {
-		case 'C', 'N':
+		case 'C', 'N', 'T':
 		case 'S':
 			var m pgproto3.ParameterStatus
 			if err := m.Decode(body); err != nil {
 				return err
 			}
 			ic.params = setParam(ic.params, m.Name, m.Value)
+		case 'D':
+			var m pgproto3.DataRow
+			if err := m.Decode(body); err != nil {
+				return err
+			}
+			if len(m.Values) != len(ic.params) {
+				return fmt.Errorf("%d settings for %d parameters", len(m.Values), len(ic.params))
+			}
+			for i, v := range m.Values {
+				if v != nil {
+					ic.params[i].value = string(v)
+				}
+			}
 		case 'E':
-			return errors.New("DISCARD ALL failed")
+			return errors.New("the reset query failed")
 		case 'Z':
 			if len(body) != 1 || body[0] != 'I' {
-				return fmt.Errorf("not idle after DISCARD ALL (status %q)", body)
+				return fmt.Errorf("not idle after the reset (status %q)", body)
 			}
-			if rd.r.Buffered() > 0 {
-				return errors.New("unexpected data after DISCARD ALL")
-			}
-			return ic.conn.SetDeadline(time.Time{})
+			ready++
 		default:
-			return fmt.Errorf("unexpected message %q after DISCARD ALL", typ)
+			return fmt.Errorf("unexpected message %q during the reset", typ)
 		}
 	}
+	if rd.r.Buffered() > 0 {
+		return errors.New("unexpected data after the reset")
+	}
+	return ic.conn.SetDeadline(time.Time{})
 }

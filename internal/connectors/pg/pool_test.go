@@ -485,3 +485,231 @@ func FuzzFrameScanner(f *testing.F) {
 		}
 	})
 }
+
+// rawClient speaks the protocol directly, for what pgx does not let a test
+// do (replication commands, a Parse without Sync, a bare Terminate).
+type rawClient struct {
+	conn net.Conn
+	fe   *pgproto3.Frontend
+	pid  uint32
+	key  []byte
+}
+
+func rawDial(t *testing.T, svc *service, params map[string]string) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if params == nil {
+		params = map[string]string{"user": "anyone", "database": testDB}
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rc := &rawClient{conn: c, fe: fe}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("startup: %v (broker: %v)", err, svc.lastError())
+		}
+		switch m := m.(type) {
+		case *pgproto3.BackendKeyData:
+			rc.pid, rc.key = m.ProcessID, bytes.Clone(m.SecretKey)
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("startup: %s %s", m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			return rc
+		}
+	}
+}
+
+// query runs sql and returns the error SQLSTATE ("" for none).
+func (rc *rawClient) query(t *testing.T, sql string) string {
+	t.Helper()
+	rc.fe.Send(&pgproto3.Query{String: sql})
+	if err := rc.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	code := ""
+	for {
+		m, err := rc.fe.Receive()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			code = m.Code
+		case *pgproto3.ReadyForQuery:
+			return code
+		}
+	}
+}
+
+// terminate sends Terminate and closes, as libpq does.
+func (rc *rawClient) terminate() {
+	_, _ = rc.conn.Write(terminateMsg)
+	_ = rc.conn.Close()
+}
+
+// waitBackendGone waits until the server has no backend with this pid.
+func waitBackendGone(t *testing.T, srv *pgServer, pid uint32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		srv.queryRow(t, &n, "select count(*)::int from pg_stat_activity where pid = $1", int(pid))
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %d still there", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServerPoolRetires covers the sessions a pool must not keep.
+func TestServerPoolRetires(t *testing.T) {
+	srv := needServer(t)
+	t.Run("replication session", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleReplicator, "disable"), poolConfig)
+		params := map[string]string{"user": "x", "database": testDB, "replication": "database"}
+		rc := rawDial(t, svc, params)
+		if code := rc.query(t, "CREATE_REPLICATION_SLOT pool_tmp_slot TEMPORARY PHYSICAL RESERVE_WAL"); code != "" {
+			t.Fatalf("create slot: SQLSTATE %s", code)
+		}
+		rc.terminate()
+		waitBackendGone(t, srv, rc.pid)
+		var n int
+		srv.queryRow(t, &n, "select count(*)::int from pg_replication_slots where slot_name = 'pool_tmp_slot'")
+		if n != 0 || svc.conn.pool.size() != 0 {
+			t.Fatalf("temporary slot left: %d; pool size %d", n, svc.conn.pool.size())
+		}
+	})
+
+	t.Run("a matched cancel key", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		rc := rawDial(t, svc, nil)
+		cc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = cc.Write(encodeCancelRequest(rc.pid, rc.key))
+		_, _ = io.Copy(io.Discard, cc) // the broker closes once forwarded
+		cc.Close()
+		rc.terminate()
+		// Such a cancel may reach the server after the next client
+		// started, so the backend must not serve one.
+		waitBackendGone(t, srv, rc.pid)
+		if n := svc.conn.pool.size(); n != 0 {
+			t.Fatalf("pool size %d", n)
+		}
+	})
+
+	t.Run("cancel racing a Terminate never hits the next client", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "serverPool: {maxIdle: 1}")
+		for i := 0; i < 15; i++ {
+			a := rawDial(t, svc, nil)
+			sent := make(chan struct{})
+			go func(pid uint32, key []byte) {
+				defer close(sent)
+				cc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+				if err != nil {
+					return
+				}
+				_, _ = cc.Write(encodeCancelRequest(pid, key))
+				_, _ = io.Copy(io.Discard, cc)
+				cc.Close()
+			}(a.pid, a.key)
+			time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
+			a.terminate()
+			v := rawDial(t, svc, nil)
+			if code := v.query(t, "select pg_sleep(0.05)"); code != "" {
+				t.Fatalf("round %d: the next client's query failed with %s (backend %d, former client's %d)", i, code, v.pid, a.pid)
+			}
+			v.terminate()
+			<-sent
+		}
+	})
+
+	t.Run("error without Sync", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		rc := rawDial(t, svc, nil)
+		rc.fe.Send(&pgproto3.Parse{Query: "selec broken"})
+		rc.fe.Send(&pgproto3.Flush{})
+		if err := rc.fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := rc.fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := m.(*pgproto3.ErrorResponse); ok {
+				break
+			}
+		}
+		rc.terminate()
+		// The Terminate goes to the server, which ends the session now.
+		waitBackendGone(t, srv, rc.pid)
+		if n := svc.conn.pool.size(); n != 0 {
+			t.Fatalf("pool size %d", n)
+		}
+	})
+
+	t.Run("maxLifetime", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "serverPool: {maxIdle: 2, maxLifetime: 1s}")
+		a := rawDial(t, svc, nil)
+		a.terminate()
+		waitPool(t, svc, 1)
+		time.Sleep(1100 * time.Millisecond)
+		b := rawDial(t, svc, nil)
+		if b.pid == a.pid {
+			t.Fatal("a connection older than maxLifetime was reused")
+		}
+	})
+}
+
+// TestServerPoolGreeting: a reused connection's greeting reports the
+// settings' current values, also those that changed without the session
+// doing anything (ALTER SYSTEM and a reload). Not parallel: it changes the
+// server's configuration for a moment.
+func TestServerPoolGreeting(t *testing.T) {
+	srv := needServer(t)
+	svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+	c1 := svc.connect(t, "")
+	before := c1.PgConn().ParameterStatus("TimeZone")
+	srv.exec(t, "alter system set timezone = 'Asia/Tokyo'")
+	srv.exec(t, "select pg_reload_conf()")
+	defer func() {
+		srv.exec(t, "alter system reset timezone")
+		srv.exec(t, "select pg_reload_conf()")
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for queryString(t, c1, "select current_setting('timezone')") != "Asia/Tokyo" {
+		if time.Now().After(deadline) {
+			t.Fatal("reload not seen")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pid := backendPID(t, c1)
+	closeConn(t, c1)
+	waitPool(t, svc, 1)
+	c2 := svc.connect(t, "")
+	if got := backendPID(t, c2); got != pid {
+		t.Fatalf("backend %s, want the pooled %s", got, pid)
+	}
+	if got := c2.PgConn().ParameterStatus("TimeZone"); got != "Asia/Tokyo" {
+		t.Fatalf("greeting TimeZone %q (was %q before the reload), want Asia/Tokyo", got, before)
+	}
+}
