@@ -65,7 +65,8 @@ func TestValidateConfig(t *testing.T) {
 		{name: "server pool without maxIdle", config: "serverPool: {idleTimeout: 30s}\n", wantErr: "config.serverPool.maxIdle: required when serverPool is set"},
 		{name: "server pool negative", config: "serverPool: {maxIdle: -1}\n", wantErr: "config.serverPool.maxIdle: must be between 0 (off) and 10000, got -1"},
 		{name: "server pool bad timeout", config: "serverPool: {maxIdle: 2, idleTimeout: 0s}\n", wantErr: "config.serverPool.idleTimeout: must be positive, got 0s"},
-		{name: "server pool unknown key", config: "serverPool: {max: 2}\n", wantErr: "config.serverPool.max: unknown key (line 1); known keys here: idleTimeout, maxIdle"},
+		{name: "server pool unknown key", config: "serverPool: {max: 2}\n", wantErr: "config.serverPool.max: unknown key (line 1); known keys here: idleTimeout, maxIdle, maxLifetime"},
+		{name: "server pool bad lifetime", config: "serverPool: {maxIdle: 2, maxLifetime: forever}\n", wantErr: `config.serverPool.maxLifetime: not a duration (like 5s or 1m): "forever"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
