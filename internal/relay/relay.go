@@ -13,7 +13,8 @@
 // result), when both ends are plain TCP connections. TLS and wrapped
 // connections always use read/write, except a wrapper that implements
 // Unwrapper and hands over its socket (the pg connector's server
-// connection, once nothing is buffered in it).
+// connection, once nothing is buffered in it). Sockets are read and
+// written with raw system calls (see sockIO).
 package relay
 
 import (
@@ -101,10 +102,21 @@ func copyBuffer(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	_, dstTCP := dst.(*net.TCPConn)
 	_, srcTCP := src.(*net.TCPConn)
 	canSplice := dstTCP && srcTCP
+	rd, wr := src, dst
+	if c, ok := src.(net.Conn); ok {
+		if s := newSockIO(c); s != nil {
+			rd = s
+		}
+	}
+	if c, ok := dst.(net.Conn); ok {
+		if s := newSockIO(c); s != nil {
+			wr = s
+		}
+	}
 	for {
-		nr, rerr := src.Read(buf)
+		nr, rerr := rd.Read(buf)
 		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := wr.Write(buf[:nr])
 			written += int64(nw)
 			if werr != nil {
 				return written, werr

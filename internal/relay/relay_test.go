@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"sync/atomic"
@@ -214,4 +215,89 @@ func TestPipeUnwrapper(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipeEndsWhenClosed: closing the client from outside (what a forced
+// shutdown does) ends a relay whose both directions wait for data, and the
+// result says only that the connection was closed.
+func TestPipeEndsWhenClosed(t *testing.T) {
+	_, client := tcpPair(t)
+	target, _ := tcpPair(t)
+	res := make(chan Result, 1)
+	go func() { res <- Pipe(client, target) }()
+	time.Sleep(50 * time.Millisecond) // both directions are waiting
+	client.Close()
+	select {
+	case r := <-res:
+		if !IsClosedErr(r.Err) {
+			t.Fatalf("error %v, want a closed-connection error", r.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return after the client was closed")
+	}
+}
+
+// TestSockIO: raw reads and writes report EOF, resets and closed
+// connections as net.Conn does.
+func TestSockIO(t *testing.T) {
+	t.Run("data and EOF", func(t *testing.T) {
+		a, b := tcpPair(t)
+		s := newSockIO(b)
+		if s == nil {
+			t.Skip("no raw socket I/O on this system")
+		}
+		go func() { _, _ = a.Write([]byte("hello")); _ = a.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(s)
+		if err != nil || string(got) != "hello" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+	})
+	t.Run("reset", func(t *testing.T) {
+		a, b := tcpPair(t)
+		s := newSockIO(b)
+		if s == nil {
+			t.Skip("no raw socket I/O on this system")
+		}
+		_ = a.(*net.TCPConn).SetLinger(0)
+		a.Close()
+		var err error
+		for i := 0; i < 3 && err == nil; i++ {
+			_, err = s.Read(make([]byte, 8))
+		}
+		if err == nil || IsClosedErr(err) {
+			t.Fatalf("after a reset: %v, want a connection error", err)
+		}
+	})
+	t.Run("closed while waiting", func(t *testing.T) {
+		_, b := tcpPair(t)
+		s := newSockIO(b)
+		if s == nil {
+			t.Skip("no raw socket I/O on this system")
+		}
+		go func() { time.Sleep(50 * time.Millisecond); b.Close() }()
+		if _, err := s.Read(make([]byte, 8)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+		}
+		if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write on a closed connection: %v, want net.ErrClosed", err)
+		}
+	})
+	t.Run("write fills the buffer and waits", func(t *testing.T) {
+		a, b := tcpPair(t)
+		s := newSockIO(b)
+		if s == nil {
+			t.Skip("no raw socket I/O on this system")
+		}
+		big := make([]byte, 16<<20) // far beyond the socket buffers
+		_, _ = rand.Read(big)
+		got := make(chan []byte, 1)
+		go func() { r, _ := io.ReadAll(a); got <- r }()
+		if n, err := s.Write(big); err != nil || n != len(big) {
+			t.Fatalf("wrote %d, %v", n, err)
+		}
+		_ = b.(*net.TCPConn).CloseWrite()
+		if r := <-got; !bytes.Equal(r, big) {
+			t.Fatalf("peer got %d bytes, want %d", len(r), len(big))
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,10 +20,7 @@ import (
 // also checks that no returned error and no log line holds a password).
 func TestErrors(t *testing.T) {
 	srv := needServer(t)
-	closedPort, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	closedPort := refusingPort(t)
 	fake := func(h func(net.Conn)) string { return fmt.Sprint(fakeServer(t, h)) }
 	// afterStartup runs a fake server that reads the startup and then h.
 	afterStartup := func(h func(c net.Conn)) string {
@@ -181,4 +179,24 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusingPort returns a loopback port that refuses connections for the
+// whole test: a socket is bound to it but never listens, so no other test's
+// listener can take the port over (as a freed port can be).
+func refusingPort(t *testing.T) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
 }
