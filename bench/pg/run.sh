@@ -6,6 +6,7 @@
 #   bench/pg/run.sh                 # 10 s per run
 #   DURATION=30 SCALE=10 bench/pg/run.sh
 #   ONLY="c=8" bench/pg/run.sh      # only the runs whose label contains c=8
+#   BROKER_GOMAXPROCS=1 bench/pg/run.sh
 #
 # Needs the PostgreSQL server binaries (PG_BIN, default
 # /usr/lib/postgresql/15/bin) and Go. Runs as root (the server then runs as
@@ -27,6 +28,7 @@ done
 WORK=$(mktemp -d /tmp/pg-bench.XXXXXX)
 BROKER_PID=
 cleanup() {
+  if [[ -n ${PGB_PID:-} ]]; then kill "$PGB_PID" 2>/dev/null || true; fi
   if [[ -n $BROKER_PID ]]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   # The postmaster's own pid (runuser stays in between when running as root).
   if [[ -s $WORK/data/postmaster.pid ]]; then
@@ -95,7 +97,8 @@ services:
     config:
       serverPool: {maxIdle: 16}
 EOF
-PGUSER_X=bench PGPASS_X=$PW "$WORK/secretless-broker" -f "$WORK/secretless.yml" -health-addr "" \
+# BROKER_GOMAXPROCS=1 runs the broker on one P (see docs/operations.md).
+env ${BROKER_GOMAXPROCS:+GOMAXPROCS=$BROKER_GOMAXPROCS} PGUSER_X=bench PGPASS_X=$PW "$WORK/secretless-broker" -f "$WORK/secretless.yml" -health-addr "" \
   >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
 for _ in $(seq 100); do
@@ -105,31 +108,75 @@ done
 "$PG_BIN/psql" -X -q -w -h 127.0.0.1 -p "$BROKER_PORT" -U x -d bench -c 'select 1' >/dev/null || {
   echo "broker did not come up:" >&2; cat "$WORK/broker.log" >&2; exit 1; }
 
+# pgbouncer, when installed, runs beside the broker as a reference (session
+# pooling, so it too opens one server session per client session; its own
+# CPU per transaction is printed as well). PGBOUNCER= leaves it out.
+PGBOUNCER=${PGBOUNCER-$(command -v pgbouncer || true)}
+PGB_PID=
+if [[ -n $PGBOUNCER ]]; then
+  PGB_PORT=$(free_port)
+  mkdir -p "$WORK/pgb"
+  cat >"$WORK/pgb/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PGPORT_DIRECT dbname=bench user=bench password=$PW
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/pgb/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $WORK/pgb/pgbouncer.log
+pidfile = $WORK/pgb/pgbouncer.pid
+EOF
+  echo '"x" ""' >"$WORK/pgb/users.txt"
+  [[ $(id -u) == 0 ]] && chown -R postgres: "$WORK/pgb"
+  as_pg "$PGBOUNCER" -d "$WORK/pgb/pgbouncer.ini"
+  for _ in $(seq 50); do [[ -s $WORK/pgb/pgbouncer.pid ]] && break; sleep 0.1; done
+  PGB_PID=$(cat "$WORK/pgb/pgbouncer.pid")
+fi
+
 # cpu_ticks PID: user+system clock ticks used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-# run LABEL PGBENCH-ARGS...: one direct and one brokered run.
-printf '\n%-24s %12s %12s %7s %14s\n' "run" "direct tps" "broker tps" "ratio" "broker us/tx"
+# run [--pool] LABEL PGBENCH-ARGS...: one direct, one brokered and (with
+# pgbouncer, not for --pool) one pgbouncer run.
+printf '\n%-24s %10s %10s %7s %9s %10s %7s %9s\n' "run" "direct" "broker" "ratio" "us/tx" "pgbouncer" "ratio" "us/tx"
 run() {
   local port=$BROKER_PORT
   if [[ $1 == --pool ]]; then port=$POOL_PORT; shift; fi
   local label=$1; shift
   if [[ -n ${ONLY:-} && $label != *$ONLY* ]]; then return; fi
-  local out_d out_b tps_d tps_b tx c0 c1
+  local out_d out_b tps_d tps_b tx c0 c1 pgb="" pool=""
+  [[ $port == "$POOL_PORT" ]] && pool=1
   out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
   c0=$(cpu_ticks "$BROKER_PID")
   out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$port" -U x "$@" bench 2>&1)
   c1=$(cpu_ticks "$BROKER_PID")
-  tps_d=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_d" | head -1)
-  tps_b=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out_b" | head -1)
-  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out_b")
+  tps_d=$(tps_of "$out_d")
+  tps_b=$(tps_of "$out_b")
+  tx=$(tx_of "$out_b")
   if [[ -z $tps_d || -z $tps_b || -z $tx ]]; then
     echo "$label: pgbench failed" >&2; echo "$out_d" >&2; echo "$out_b" >&2; exit 1
   fi
-  awk -v l="$label" -v d="$tps_d" -v b="$tps_b" -v c=$((c1 - c0)) -v t="$tx" -v k="$TICK" \
-    'BEGIN { printf "%-24s %12.0f %12.0f %6.2fx %14.1f\n", l, d, b, b / d, c / k * 1e6 / t }'
+  if [[ -n $PGB_PID && -z $pool ]]; then
+    local p0 p1 out_p
+    p0=$(cpu_ticks "$PGB_PID")
+    out_p=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGB_PORT" -U x "$@" bench 2>&1)
+    p1=$(cpu_ticks "$PGB_PID")
+    [[ -n $(tps_of "$out_p") ]] || { echo "$label: pgbench through pgbouncer failed" >&2; echo "$out_p" >&2; exit 1; }
+    pgb="$(tps_of "$out_p") $((p1 - p0)) $(tx_of "$out_p")"
+  fi
+  awk -v l="$label" -v d="$tps_d" -v b="$tps_b" -v c=$((c1 - c0)) -v t="$tx" -v k="$TICK" -v p="$pgb" \
+    'BEGIN { printf "%-24s %10.0f %10.0f %6.2fx %9.1f", l, d, b, b / d, c / k * 1e6 / t
+             if (split(p, q, " ") == 3) printf " %10.0f %6.2fx %9.1f", q[1], q[1] / d, q[2] / k * 1e6 / q[3]
+             printf "\n" }'
 }
+tps_of() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$1" | head -1; }
+tx_of() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$1"; }
 
 run "select-only c=1"        -S -c 1
 run "select-only c=8"        -S -c 8
@@ -141,5 +188,6 @@ run --pool "-C c=1 serverPool" -S -C -c 1
 run --pool "-C c=8 serverPool" -S -C -c 8
 echo
 echo "(serverPool: the service reuses server connections, see internal/connectors/pg/doc.go;"
-echo " tps excludes initial connection time except with -C; broker us/tx is the broker process's"
-echo " user+system CPU divided by the brokered run's transactions; DURATION=$DURATION s, scale $SCALE, -j $JOBS)"
+echo " tps excludes initial connection time except with -C; us/tx is the proxy process's user+system"
+echo " CPU divided by its run's transactions; ratios are against the direct run just before;"
+echo " DURATION=$DURATION s, scale $SCALE, -j $JOBS)"
