@@ -37,6 +37,17 @@ func newSockIO(c net.Conn) *sockIO {
 	if err != nil {
 		return nil
 	}
+	// A raw read on a blocking socket would hold its P (and stop the world
+	// for the GC) until data arrives. Sockets from the net package are
+	// non-blocking, but os.File.Fd on a dup (TCPConn.File) clears O_NONBLOCK
+	// for the shared file description: use the ordinary path then.
+	nonblocking := false
+	if err := rc.Control(func(fd uintptr) {
+		flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+		nonblocking = errno == 0 && flags&syscall.O_NONBLOCK != 0
+	}); err != nil || !nonblocking {
+		return nil
+	}
 	return &sockIO{rc: rc}
 }
 

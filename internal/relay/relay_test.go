@@ -301,3 +301,40 @@ func TestSockIO(t *testing.T) {
 		}
 	})
 }
+
+// TestSockIOBlockingSocket: a socket put in blocking mode (os.File.Fd on a
+// dup does that) is not read with raw system calls, which would block a P.
+func TestSockIOBlockingSocket(t *testing.T) {
+	a, b := tcpPair(t)
+	if newSockIO(b) == nil {
+		t.Skip("no raw socket I/O on this system")
+	}
+	f, err := b.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_ = f.Fd() // sets the shared file description to blocking mode
+	if newSockIO(b) != nil {
+		t.Fatal("raw I/O chosen for a blocking socket")
+	}
+	// The relay still works on it, through the connection's own methods.
+	target, server := tcpPair(t)
+	res := make(chan Result, 1)
+	go func() { res <- Pipe(b, target) }()
+	go func() { _, _ = io.Copy(server, server); _ = server.(*net.TCPConn).CloseWrite() }()
+	if _, err := a.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q, %v", buf, err)
+	}
+	a.Close()
+	select {
+	case <-res:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return")
+	}
+}
