@@ -1,4 +1,4 @@
-//go:build unix
+//go:build linux
 
 package relay
 
@@ -11,18 +11,24 @@ import (
 )
 
 // sockIO reads and writes a stream socket through its syscall.RawConn with
-// raw system calls. The socket is non-blocking, so read and write return at
-// once, with EAGAIN when they would block, and the wait goes to the Go
-// netpoller as for any net.Conn (RawConn's Read and Write wait for
-// readiness, and closing the connection ends the wait). What is skipped is
-// the runtime's bookkeeping around a system call that might block: with
-// every P idle between small messages, each such call wakes the runtime's
-// monitor thread, a futex call and two context switches per message. On the
-// 2-core VM this cut the broker's CPU per pgbench select-only transaction
-// by about a quarter (41 to 31 us at 8 clients; context switches at 1
-// client from 5 to 2 per transaction, as many as pgbouncer's).
+// raw system calls: recvfrom and sendto with MSG_DONTWAIT, which never
+// block whatever the socket's O_NONBLOCK flag says (TCPConn.File().Fd()
+// clears it for every dup of the socket, at any time). When they would
+// block they return EAGAIN and the wait goes to the Go netpoller, as for
+// any net.Conn: RawConn's Read and Write wait for readiness, and closing
+// the connection ends the wait.
+//
+// What this skips is the runtime's bookkeeping around a system call that
+// might block. With every P idle between small messages, each such call
+// woke the runtime's monitor thread: a futex call and two context switches
+// per message. On the 2-core VM this cut the broker's CPU per pgbench
+// select-only transaction from about 41 to 28 us at 8 clients, and its
+// context switches at 1 client from 5 to 2 per transaction (as many as
+// pgbouncer's).
 type sockIO struct {
-	rc syscall.RawConn
+	rc            syscall.RawConn
+	network       string
+	local, remote net.Addr
 }
 
 // newSockIO returns raw I/O for a TCP or unix stream socket, nil for any
@@ -37,37 +43,33 @@ func newSockIO(c net.Conn) *sockIO {
 	if err != nil {
 		return nil
 	}
-	// A raw read on a blocking socket would hold its P (and stop the world
-	// for the GC) until data arrives. Sockets from the net package are
-	// non-blocking, but os.File.Fd on a dup (TCPConn.File) clears O_NONBLOCK
-	// for the shared file description: use the ordinary path then.
-	nonblocking := false
-	if err := rc.Control(func(fd uintptr) {
-		flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-		nonblocking = errno == 0 && flags&syscall.O_NONBLOCK != 0
-	}); err != nil || !nonblocking {
-		return nil
+	s := &sockIO{rc: rc, local: c.LocalAddr(), remote: c.RemoteAddr(), network: "tcp"}
+	if s.local != nil {
+		s.network = s.local.Network()
 	}
-	return &sockIO{rc: rc}
+	return s
 }
 
-// rawRW is read(2) or write(2) of a non-empty p on fd.
-func rawRW(trap, fd uintptr, p []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	return int(n), e
+func (s *sockIO) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: s.network, Source: s.local, Addr: s.remote, Err: os.NewSyscallError(op, errno)}
 }
+
+const (
+	recvFlags = syscall.MSG_DONTWAIT
+	sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
+)
 
 func (s *sockIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	var (
-		n     int
+		n     uintptr
 		errno syscall.Errno
 	)
 	err := s.rc.Read(func(fd uintptr) bool {
 		for {
-			n, errno = rawRW(syscall.SYS_READ, fd, p)
+			n, _, errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), recvFlags, 0, 0)
 			if errno != syscall.EINTR {
 				return errno != syscall.EAGAIN
 			}
@@ -77,12 +79,12 @@ func (s *sockIO) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	if errno != 0 {
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", errno)}
+		return 0, s.opError("read", errno)
 	}
 	if n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return int(n), nil
 }
 
 func (s *sockIO) Write(p []byte) (int, error) {
@@ -92,26 +94,32 @@ func (s *sockIO) Write(p []byte) (int, error) {
 	)
 	err := s.rc.Write(func(fd uintptr) bool {
 		for off < len(p) {
-			var n int
-			n, errno = rawRW(syscall.SYS_WRITE, fd, p[off:])
-			if errno == syscall.EINTR {
-				continue
-			}
-			if errno == syscall.EAGAIN {
-				return false
-			}
-			if errno != 0 {
+			var n uintptr
+			n, _, errno = syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[off])), uintptr(len(p)-off), sendFlags, 0, 0)
+			switch errno {
+			case 0:
+				if n == 0 {
+					return true // cannot happen for a stream socket; see below
+				}
+				off += int(n)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false // wait until writable
+			default:
 				return true
 			}
-			off += n
 		}
+		errno = 0
 		return true
 	})
 	if err != nil {
 		return off, err
 	}
-	if errno != 0 && errno != syscall.EAGAIN {
-		return off, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+	if errno != 0 {
+		return off, s.opError("write", errno)
+	}
+	if off < len(p) {
+		return off, io.ErrShortWrite
 	}
 	return off, nil
 }

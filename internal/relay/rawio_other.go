@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !linux
 
 package relay
 
@@ -7,7 +7,7 @@ import (
 	"net"
 )
 
-// sockIO is only available on unix systems; elsewhere the relay uses the
+// sockIO is only used on Linux; elsewhere the relay uses the
 // connections' own Read and Write.
 type sockIO struct{ io.ReadWriter }
 

@@ -50,6 +50,9 @@ func Pipe(client, target net.Conn) Result {
 		wg   sync.WaitGroup
 		once sync.Once
 	)
+	// Both ends are set up before any I/O: an Unwrapper's RelayConn may look
+	// at state that its Read changes.
+	c, t := newEnd(client), newEnd(target)
 	abort := func(err error) {
 		once.Do(func() {
 			res.Err = err
@@ -60,25 +63,43 @@ func Pipe(client, target net.Conn) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		res.TargetToClient = oneWay(client, target, abort)
+		res.TargetToClient = oneWay(c, t, abort)
 	}()
-	res.ClientToTarget = oneWay(target, client, abort)
+	res.ClientToTarget = oneWay(t, c, abort)
 	wg.Wait()
 	_ = client.Close()
 	_ = target.Close()
 	return res
 }
 
+// end is one side of a relay.
+type end struct {
+	conn net.Conn  // as given: closed and half-closed through it
+	io   net.Conn  // read and written: conn, or the socket under an Unwrapper
+	raw  *sockIO   // raw system calls on io, when it is a socket
+	r    io.Reader // raw, or io
+	w    io.Writer
+}
+
+func newEnd(c net.Conn) *end {
+	e := &end{conn: c, io: ioConn(c)}
+	e.r, e.w = e.io, e.io
+	if e.raw = newSockIO(e.io); e.raw != nil {
+		e.r, e.w = e.raw, e.raw
+	}
+	return e
+}
+
 // oneWay copies src to dst; on EOF it half-closes dst, on error it aborts.
-func oneWay(dst, src net.Conn, abort func(error)) int64 {
+func oneWay(dst, src *end, abort func(error)) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	n, err := copyBuffer(ioConn(dst), ioConn(src), *bp)
+	n, err := copyBuffer(dst, src, *bp)
 	if err != nil {
 		abort(err)
 		return n
 	}
-	if cw, ok := dst.(closeWriter); ok {
+	if cw, ok := dst.conn.(closeWriter); ok {
 		if cerr := cw.CloseWrite(); cerr != nil {
 			abort(cerr)
 		}
@@ -96,27 +117,16 @@ const bulkRun = 4
 // copyBuffer copies with read/write over buf, switching to io.Copy (splice)
 // for the rest of the stream once a bulk transfer shows up and both ends are
 // *net.TCPConn. It returns nil at EOF.
-func copyBuffer(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
+func copyBuffer(dst, src *end, buf []byte) (int64, error) {
 	var written int64
 	full := 0
-	_, dstTCP := dst.(*net.TCPConn)
-	_, srcTCP := src.(*net.TCPConn)
+	_, dstTCP := dst.io.(*net.TCPConn)
+	_, srcTCP := src.io.(*net.TCPConn)
 	canSplice := dstTCP && srcTCP
-	rd, wr := src, dst
-	if c, ok := src.(net.Conn); ok {
-		if s := newSockIO(c); s != nil {
-			rd = s
-		}
-	}
-	if c, ok := dst.(net.Conn); ok {
-		if s := newSockIO(c); s != nil {
-			wr = s
-		}
-	}
 	for {
-		nr, rerr := rd.Read(buf)
+		nr, rerr := src.r.Read(buf)
 		if nr > 0 {
-			nw, werr := wr.Write(buf[:nr])
+			nw, werr := dst.w.Write(buf[:nr])
 			written += int64(nw)
 			if werr != nil {
 				return written, werr
@@ -137,7 +147,7 @@ func copyBuffer(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 			full = 0
 		}
 		if canSplice && full >= bulkRun {
-			n, err := io.Copy(dst, src) // *net.TCPConn.ReadFrom: splice(2)
+			n, err := io.Copy(dst.io, src.io) // *net.TCPConn.ReadFrom: splice(2)
 			return written + n, err
 		}
 	}

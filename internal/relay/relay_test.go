@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -302,39 +303,104 @@ func TestSockIO(t *testing.T) {
 	})
 }
 
-// TestSockIOBlockingSocket: a socket put in blocking mode (os.File.Fd on a
-// dup does that) is not read with raw system calls, which would block a P.
+// TestSockIOBlockingSocket: a socket that turns blocking while it is
+// relayed (os.File.Fd on a dup clears O_NONBLOCK for the shared file
+// description) must not make a raw system call block: that would hold a P
+// and stop the garbage collector's stop-the-world, freezing the process.
 func TestSockIOBlockingSocket(t *testing.T) {
-	a, b := tcpPair(t)
-	if newSockIO(b) == nil {
-		t.Skip("no raw socket I/O on this system")
-	}
-	f, err := b.(*net.TCPConn).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	_ = f.Fd() // sets the shared file description to blocking mode
-	if newSockIO(b) != nil {
-		t.Fatal("raw I/O chosen for a blocking socket")
-	}
-	// The relay still works on it, through the connection's own methods.
+	app, client := tcpPair(t)
 	target, server := tcpPair(t)
 	res := make(chan Result, 1)
-	go func() { res <- Pipe(b, target) }()
+	go func() { res <- Pipe(client, target) }()
 	go func() { _, _ = io.Copy(server, server); _ = server.(*net.TCPConn).CloseWrite() }()
-	if _, err := a.Write([]byte("ping")); err != nil {
+	time.Sleep(50 * time.Millisecond) // both directions are waiting
+	for _, c := range []net.Conn{client, target} {
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Fd() // sets the shared file description to blocking mode
+		f.Close()
+	}
+	_ = app.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	for i := 0; i < 3; i++ {
+		if _, err := app.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(app, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo %d: %q, %v", i, buf, err)
+		}
+	}
+	gc := make(chan struct{})
+	go func() { runtime.GC(); close(gc) }()
+	select {
+	case <-gc:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the garbage collector could not stop the world: a relay read blocks")
+	}
+	_ = app.(*net.TCPConn).CloseWrite()
+	if _, err := io.ReadAll(app); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4)
-	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("echo %q, %v", buf, err)
-	}
-	a.Close()
 	select {
-	case <-res:
+	case r := <-res:
+		if r.Err != nil {
+			t.Fatalf("result %+v", r)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Pipe did not return")
+	}
+}
+
+// pendingConn is a wrapper like the pg connector's server connection: it
+// returns buffered bytes first and offers its socket only when none are
+// left.
+type pendingConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *pendingConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *pendingConn) RelayConn() net.Conn {
+	if len(c.pending) > 0 {
+		return nil
+	}
+	return c.Conn
+}
+
+func (c *pendingConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
+
+var _ Unwrapper = (*pendingConn)(nil)
+
+// TestPipeUnwrapperBuffered: buffered bytes come first, and RelayConn is
+// asked before any Read (under -race, asking it while the other direction
+// reads is a data race on the wrapper's state).
+func TestPipeUnwrapperBuffered(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		app, client := tcpPair(t)
+		raw, server := tcpPair(t)
+		target := &pendingConn{Conn: raw, pending: []byte("buffered-startup-bytes")}
+		res := make(chan Result, 1)
+		go func() { res <- Pipe(client, target) }()
+		go func() {
+			_, _ = server.Write([]byte("more"))
+			_ = server.(*net.TCPConn).CloseWrite()
+		}()
+		_ = app.(*net.TCPConn).CloseWrite()
+		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(app)
+		if err != nil || string(got) != "buffered-startup-bytesmore" {
+			t.Fatalf("round %d: got %q, %v", i, got, err)
+		}
+		<-res
 	}
 }

@@ -7,7 +7,8 @@ import "net"
 // equivalent to using the wrapper (nothing buffered, no transformation such
 // as TLS). The relay then copies with system calls on the socket, and may
 // splice, while still closing and half-closing through the wrapper.
-// RelayConn returns nil when the wrapper must be used as it is.
+// RelayConn returns nil when the wrapper must be used as it is. Pipe calls
+// it once, before any I/O on the connection.
 type Unwrapper interface {
 	RelayConn() net.Conn
 }
