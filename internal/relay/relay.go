@@ -13,8 +13,10 @@
 // result), when both ends are plain TCP connections. TLS and wrapped
 // connections always use read/write, except a wrapper that implements
 // Unwrapper and hands over its socket (the pg connector's server
-// connection, once nothing is buffered in it). Sockets are read and
-// written with raw system calls (see sockIO).
+// connection, once nothing is buffered in it). On Linux, sockets are read
+// and written with raw system calls (see sockIO); with them bench/relay
+// measured 15.3 us of relay CPU per small round trip (0.53x direct; splice
+// 18.3 us, 0.48x) and bulk streams at 1.11x direct (they switch to splice).
 package relay
 
 import (
