@@ -153,18 +153,7 @@ func TestServerPool(t *testing.T) {
 		}
 		closeConn(t, c1)
 		// The old backend goes away: its transaction is rolled back.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			var n int
-			srv.queryRow(t, &n, "select count(*) from pg_stat_activity where pid = $1::int", pid)
-			if n == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("backend %s still running after its client left mid-transaction", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitBackendGone(t, srv, pid)
 		if n := svc.conn.pool.size(); n != 0 {
 			t.Fatalf("pool holds %d connections", n)
 		}
@@ -289,18 +278,7 @@ func TestServerPool(t *testing.T) {
 		closeConn(t, c1)
 		waitPool(t, svc, 1)
 		srv.exec(t, "select pg_terminate_backend($1::int)", pid)
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			var n int
-			srv.queryRow(t, &n, "select count(*) from pg_stat_activity where pid = $1::int", pid)
-			if n == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("backend not terminated")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitBackendGone(t, srv, pid)
 		time.Sleep(50 * time.Millisecond) // the FATAL and FIN reach the broker's socket
 		c2 := svc.connect(t, "")
 		if got := backendPID(t, c2); got == pid {
@@ -556,18 +534,19 @@ func (rc *rawClient) terminate() {
 	_ = rc.conn.Close()
 }
 
-// waitBackendGone waits until the server has no backend with this pid.
-func waitBackendGone(t *testing.T, srv *pgServer, pid uint32) {
+// waitBackendGone waits until the server has no backend with this pid
+// (a number, or its decimal text).
+func waitBackendGone[P uint32 | string](t *testing.T, srv *pgServer, pid P) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var n int
-		srv.queryRow(t, &n, "select count(*)::int from pg_stat_activity where pid = $1", int(pid))
+		srv.queryRow(t, &n, "select count(*)::int from pg_stat_activity where pid = $1::int", fmt.Sprint(pid))
 		if n == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("backend %d still there", pid)
+			t.Fatalf("backend %v still there", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
