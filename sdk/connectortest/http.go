@@ -92,30 +92,10 @@ func (s snapshot) diff(o snapshot) string {
 // non-nil error is what would make the broker refuse to start.
 func LoadHTTP(t testing.TB, p sdkhttp.Plugin, opts Options) (*HTTP, error) {
 	t.Helper()
-	if opts.Info != nil {
-		if err := CheckPluginInfo(opts.Info, sdk.TypeHTTPConnector); err != nil {
-			return nil, fmt.Errorf("plugin info: %w", err)
-		}
-	}
-	if isNil(p) {
-		return nil, fmt.Errorf("%s returned nil", sdk.SymbolGetHTTPPlugin)
-	}
-	if err := validate(t, p, opts.Config); err != nil {
+	c, logger, err := load(t, p, sdk.TypeHTTPConnector, sdk.SymbolGetHTTPPlugin, opts,
+		func(r connector.Resources) sdkhttp.Connector { return p.NewConnector(r) })
+	if err != nil {
 		return nil, err
-	}
-	if err := validateCredentials(t, p, opts); err != nil {
-		return nil, err
-	}
-	logger := NewLogger(t)
-	logger.debug = !opts.Quiet
-	var c sdkhttp.Connector
-	if err := call("NewConnector", func() { c = p.NewConnector(connector.NewResources(opts.Config, logger)) }); err != nil {
-		breach(t, "%v; report configuration problems from ValidateConfig instead", err)
-		return nil, err
-	}
-	if c == nil {
-		breach(t, "NewConnector returned nil")
-		return nil, errors.New("NewConnector returned nil")
 	}
 	return &HTTP{opts: opts, connector: c, logger: logger}, nil
 }

@@ -2,6 +2,7 @@ package connectortest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -355,4 +356,39 @@ func checkLeaks(t testing.TB, where string, text []byte, secrets map[string]stri
 		breach(t, "%s contains the value of credential(s) %s; never put a secret into errors, logs or client messages",
 			where, strings.Join(names, ", "))
 	}
+}
+
+// load makes the start-up checks LoadTCP and LoadHTTP share, in the
+// broker's order: PluginInfo, the plugin value, ValidateConfig,
+// ValidateCredentials, then NewConnector (which must neither panic nor
+// return nil).
+func load[C any](t testing.TB, p any, kind, symbol string, opts Options, newConnector func(connector.Resources) C) (C, *Logger, error) {
+	t.Helper()
+	var zero C
+	if opts.Info != nil {
+		if err := CheckPluginInfo(opts.Info, kind); err != nil {
+			return zero, nil, fmt.Errorf("plugin info: %w", err)
+		}
+	}
+	if isNil(p) {
+		return zero, nil, fmt.Errorf("%s returned nil", symbol)
+	}
+	if err := validate(t, p, opts.Config); err != nil {
+		return zero, nil, err
+	}
+	if err := validateCredentials(t, p, opts); err != nil {
+		return zero, nil, err
+	}
+	logger := NewLogger(t)
+	logger.debug = !opts.Quiet
+	var c C
+	if err := call("NewConnector", func() { c = newConnector(connector.NewResources(opts.Config, logger)) }); err != nil {
+		breach(t, "%v; report configuration problems from ValidateConfig instead", err)
+		return zero, nil, err
+	}
+	if isNil(c) {
+		breach(t, "NewConnector returned nil")
+		return zero, nil, errors.New("NewConnector returned nil")
+	}
+	return c, logger, nil
 }

@@ -32,30 +32,10 @@ type TCP struct {
 // would make the broker refuse to start.
 func LoadTCP(t testing.TB, p tcp.Plugin, opts Options) (*TCP, error) {
 	t.Helper()
-	if opts.Info != nil {
-		if err := CheckPluginInfo(opts.Info, sdk.TypeTCPConnector); err != nil {
-			return nil, fmt.Errorf("plugin info: %w", err)
-		}
-	}
-	if isNil(p) {
-		return nil, fmt.Errorf("%s returned nil", sdk.SymbolGetTCPPlugin)
-	}
-	if err := validate(t, p, opts.Config); err != nil {
+	c, logger, err := load(t, p, sdk.TypeTCPConnector, sdk.SymbolGetTCPPlugin, opts,
+		func(r connector.Resources) tcp.Connector { return p.NewConnector(r) })
+	if err != nil {
 		return nil, err
-	}
-	if err := validateCredentials(t, p, opts); err != nil {
-		return nil, err
-	}
-	logger := NewLogger(t)
-	logger.debug = !opts.Quiet
-	var c tcp.Connector
-	if err := call("NewConnector", func() { c = p.NewConnector(connector.NewResources(opts.Config, logger)) }); err != nil {
-		breach(t, "%v; report configuration problems from ValidateConfig instead", err)
-		return nil, err
-	}
-	if c == nil {
-		breach(t, "NewConnector returned nil")
-		return nil, errors.New("NewConnector returned nil")
 	}
 	return &TCP{opts: opts, connector: c, logger: logger}, nil
 }
