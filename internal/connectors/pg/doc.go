@@ -3,7 +3,8 @@
 // listener (TCP, or a unix socket directory holding ".s.PGSQL.<port>")
 // without a password; the connector logs in to the real server with the
 // service's credentials and hands the authenticated connection to the
-// broker, which relays bytes untouched from then on. It is built in, on the
+// broker, which relays bytes untouched from then on (with serverPool, a
+// final Terminate is held back; see "Server connection reuse"). It is built in, on the
 // same SDK interface (sdk/connector/tcp) that plugins use.
 //
 // # Credentials
