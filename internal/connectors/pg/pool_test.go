@@ -308,13 +308,9 @@ func TestServerPool(t *testing.T) {
 		}()
 		time.Sleep(300 * time.Millisecond)
 		// The former client's key must not cancel the new client's query.
-		stale, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-		if err != nil {
+		if err := sendCancel(svc, pid, oldKey); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = stale.Write(encodeCancelRequest(pid, oldKey))
-		_, _ = stale.Read(make([]byte, 1))
-		stale.Close()
 		select {
 		case err := <-done:
 			t.Fatalf("query ended early (%v): the stale key cancelled it", err)
@@ -528,6 +524,23 @@ func (rc *rawClient) query(t *testing.T, sql string) string {
 	}
 }
 
+// sendCancel sends a CancelRequest to the service on a new connection and
+// waits until the broker closes it (once the request is forwarded or
+// dropped).
+func sendCancel(svc *service, pid uint32, key []byte) error {
+	cc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	_ = cc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := cc.Write(encodeCancelRequest(pid, key)); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, cc)
+	return err
+}
+
 // terminate sends Terminate and closes, as libpq does.
 func (rc *rawClient) terminate() {
 	_, _ = rc.conn.Write(terminateMsg)
@@ -576,13 +589,9 @@ func TestServerPoolRetires(t *testing.T) {
 		t.Parallel()
 		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
 		rc := rawDial(t, svc, nil)
-		cc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-		if err != nil {
+		if err := sendCancel(svc, rc.pid, rc.key); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = cc.Write(encodeCancelRequest(rc.pid, rc.key))
-		_, _ = io.Copy(io.Discard, cc) // the broker closes once forwarded
-		cc.Close()
 		rc.terminate()
 		// Such a cancel may reach the server after the next client
 		// started, so the backend must not serve one.
@@ -600,13 +609,7 @@ func TestServerPoolRetires(t *testing.T) {
 			sent := make(chan struct{})
 			go func(pid uint32, key []byte) {
 				defer close(sent)
-				cc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-				if err != nil {
-					return
-				}
-				_, _ = cc.Write(encodeCancelRequest(pid, key))
-				_, _ = io.Copy(io.Discard, cc)
-				cc.Close()
+				_ = sendCancel(svc, pid, key)
 			}(a.pid, a.key)
 			time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
 			a.terminate()
