@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/secretless-broker/secretless-broker/internal/plugintest"
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connectortest"
 )
@@ -118,18 +119,11 @@ func TestValidateConfig(t *testing.T) {
 
 func TestPluginInfo(t *testing.T) {
 	info := PluginInfo()
-	want := map[string]string{
-		sdk.KeyPluginAPIVersion: sdk.PluginAPIVersion,
-		sdk.KeyType:             sdk.TypeHTTPConnector,
-		sdk.KeyID:               "bearer",
+	if err := connectortest.CheckPluginInfo(info, sdk.TypeHTTPConnector); err != nil {
+		t.Fatal(err)
 	}
-	for k, v := range want {
-		if info[k] != v {
-			t.Errorf("PluginInfo()[%q] = %q, want %q", k, info[k], v)
-		}
-	}
-	if info[sdk.KeyDescription] == "" {
-		t.Error("PluginInfo has no description")
+	if info[sdk.KeyID] != "bearer" {
+		t.Errorf("PluginInfo()[%q] = %q, want %q", sdk.KeyID, info[sdk.KeyID], "bearer")
 	}
 }
 
@@ -154,10 +148,10 @@ func TestBuildsAsPlugin(t *testing.T) {
 	goBin := lookPath(t, "go")
 	out := filepath.Join(t.TempDir(), "bearer.so")
 	cmd := exec.Command(goBin, "build", "-buildmode=plugin", "-o="+out, "./examples/plugins/bearer")
-	cmd.Dir = moduleRoot(t, goBin)
+	cmd.Dir = plugintest.ModuleRoot(t, goBin)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("plugin build failed: %v\n%s", err, b)
 	}
-	checkExports(t, out, "github.com/secretless-broker/secretless-broker/examples/plugins/bearer", "PluginInfo", "GetHTTPPlugin")
+	plugintest.CheckExports(t, out, "github.com/secretless-broker/secretless-broker/examples/plugins/bearer", "PluginInfo", "GetHTTPPlugin")
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secretless-broker/secretless-broker/internal/plugintest"
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connectortest"
@@ -401,18 +402,11 @@ func TestValidateConfig(t *testing.T) {
 
 func TestPluginInfo(t *testing.T) {
 	info := PluginInfo()
-	want := map[string]string{
-		sdk.KeyPluginAPIVersion: sdk.PluginAPIVersion,
-		sdk.KeyType:             sdk.TypeTCPConnector,
-		sdk.KeyID:               "redis",
+	if err := connectortest.CheckPluginInfo(info, sdk.TypeTCPConnector); err != nil {
+		t.Fatal(err)
 	}
-	for k, v := range want {
-		if info[k] != v {
-			t.Errorf("PluginInfo()[%q] = %q, want %q", k, info[k], v)
-		}
-	}
-	if info[sdk.KeyDescription] == "" {
-		t.Error("PluginInfo has no description")
+	if info[sdk.KeyID] != "redis" {
+		t.Errorf("PluginInfo()[%q] = %q, want %q", sdk.KeyID, info[sdk.KeyID], "redis")
 	}
 }
 
@@ -423,7 +417,7 @@ func TestBuildsAsPlugin(t *testing.T) {
 	}
 	lookPath(t, "gcc")
 	goBin := lookPath(t, "go")
-	root := moduleRoot(t, goBin)
+	root := plugintest.ModuleRoot(t, goBin)
 	out := filepath.Join(t.TempDir(), "redis.so")
 	cmd := exec.Command(goBin, "build", "-buildmode=plugin", "-o="+out, "./examples/plugins/redis")
 	cmd.Dir = root
@@ -431,5 +425,5 @@ func TestBuildsAsPlugin(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("plugin build failed: %v\n%s", err, b)
 	}
-	checkExports(t, out, "github.com/secretless-broker/secretless-broker/examples/plugins/redis", "PluginInfo", "GetTCPPlugin")
+	plugintest.CheckExports(t, out, "github.com/secretless-broker/secretless-broker/examples/plugins/redis", "PluginInfo", "GetTCPPlugin")
 }

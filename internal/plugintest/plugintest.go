@@ -1,27 +1,36 @@
-package main
+// Package plugintest holds what this repository's plugin tests share for
+// checking that a plugin builds the documented way: the module root the
+// build commands run in, and the symbols a built .so must export. Plugin
+// authors outside this repository test with sdk/connectortest instead.
+package plugintest
 
 import (
 	"debug/elf"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// moduleRoot returns the directory of the broker's go.mod, where the
+// ModuleRoot returns the directory of the broker's go.mod, where the
 // documented build commands run.
-func moduleRoot(t *testing.T, goBin string) string {
+func ModuleRoot(t *testing.T, goBin string) string {
 	t.Helper()
 	b, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil {
 		t.Fatalf("go env GOMOD: %v", err)
 	}
-	return filepath.Dir(strings.TrimSpace(string(b)))
+	mod := strings.TrimSpace(string(b))
+	if mod == "" || mod == os.DevNull {
+		t.Fatal("not inside the broker's module")
+	}
+	return filepath.Dir(mod)
 }
 
-// checkExports fails unless the shared object exports pkg.name as a dynamic
+// CheckExports fails unless the shared object exports pkg.name as a dynamic
 // symbol for each name: that is what the broker's plugin.Lookup finds.
-func checkExports(t *testing.T, so, pkg string, names ...string) {
+func CheckExports(t *testing.T, so, pkg string, names ...string) {
 	t.Helper()
 	f, err := elf.Open(so)
 	if err != nil {
