@@ -301,6 +301,34 @@ func TestSockIO(t *testing.T) {
 			t.Fatalf("peer got %d bytes, want %d", len(r), len(big))
 		}
 	})
+	t.Run("no allocation per message", func(t *testing.T) {
+		a, b := tcpPair(t)
+		s := newSockIO(b)
+		if s == nil {
+			t.Skip("no raw socket I/O on this system")
+		}
+		msg, buf := []byte("ping"), make([]byte, 64)
+		peer := make([]byte, 4)
+		allocs := testing.AllocsPerRun(200, func() {
+			if _, err := s.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(a, peer); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.Read(buf); err != nil || n != len(msg) {
+				t.Fatalf("read %d, %v", n, err)
+			}
+		})
+		// The peer's side goes through the net package, which does not
+		// allocate per call either.
+		if allocs != 0 {
+			t.Fatalf("%.1f allocations per write and read, want 0", allocs)
+		}
+	})
 }
 
 // TestSockIOBlockingSocket: a socket that turns blocking while it is
