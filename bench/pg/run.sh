@@ -57,6 +57,10 @@ echo "$PW" > "$WORK/pw"; [[ $(id -u) == 0 ]] && chown postgres: "$WORK/pw"
 echo "== initdb"
 as_pg "$PG_BIN/initdb" -D "$WORK/data" -U bench --pwfile="$WORK/pw" --auth-local=trust \
   --auth-host=scram-sha-256 --no-sync --no-instructions -E UTF8 --locale=C >/dev/null
+# A second role logs in with trust over TCP: its -C rate is what the server
+# manages when no client derives a SCRAM key, the ceiling for a proxy that
+# opens one server session per client session.
+as_pg sed -i '1i host all bench_trust 127.0.0.1/32 trust' "$WORK/data/pg_hba.conf"
 PGPORT_DIRECT=$(free_port)
 as_pg "$PG_BIN/postgres" -D "$WORK/data" -p "$PGPORT_DIRECT" -k "$WORK/sock" \
   -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off \
@@ -65,7 +69,7 @@ for _ in $(seq 100); do
   "$PG_BIN/psql" -X -q -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench -d postgres -c 'select 1' >/dev/null 2>&1 && break
   sleep 0.1
 done
-"$PG_BIN/psql" -X -q -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench -d postgres -c 'create database bench' >/dev/null
+"$PG_BIN/psql" -X -q -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench -d postgres -c 'create database bench' -c 'create role bench_trust login superuser' >/dev/null
 echo "== pgbench -i -s $SCALE"
 "$PG_BIN/pgbench" -q -i -s "$SCALE" -h "$WORK/sock" -p "$PGPORT_DIRECT" -U bench bench >/dev/null 2>&1
 
@@ -184,10 +188,23 @@ run "tpc-b c=1"              -c 1
 run "tpc-b c=8"              -c 8
 run "select-only -C c=1"     -S -C -c 1
 run "select-only -C c=8"     -S -C -c 8
+trust_ceiling() {
+  local label=$1; shift
+  if [[ -n ${ONLY:-} && $label != *$ONLY* ]]; then return; fi
+  local s t
+  s=$(tps_of "$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)")
+  t=$(tps_of "$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench_trust "$@" bench 2>&1)")
+  [[ -n $s && -n $t ]] || { echo "$label: direct pgbench failed" >&2; exit 1; }
+  awk -v l="$label" -v d="$s" -v b="$t" 'BEGIN { printf "%-24s %10.0f %10.0f %6.2fx   (direct with trust: no proxy)\n", l, d, b, b / d }'
+}
+trust_ceiling "-C c=1 trust ceiling"   -S -C -c 1
+trust_ceiling "-C c=8 trust ceiling"   -S -C -c 8
 run --pool "-C c=1 serverPool" -S -C -c 1
 run --pool "-C c=8 serverPool" -S -C -c 8
 echo
-echo "(serverPool: the service reuses server connections, see internal/connectors/pg/doc.go;"
+echo "(trust ceiling: direct -C as a role that logs in with trust, no key derivation anywhere;"
+echo " a proxy without serverPool cannot exceed it;"
+echo " serverPool: the service reuses server connections, see internal/connectors/pg/doc.go;"
 echo " tps excludes initial connection time except with -C; us/tx is the proxy process's user+system"
 echo " CPU divided by its run's transactions; ratios are against the direct run just before;"
 echo " DURATION=$DURATION s, scale $SCALE, -j $JOBS)"
