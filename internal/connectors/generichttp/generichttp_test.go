@@ -1,6 +1,7 @@
 package generichttp
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -193,6 +194,42 @@ func TestReplaceQueryParams(t *testing.T) {
 		t.Run(tt.raw, func(t *testing.T) {
 			if got := replaceQueryParams(tt.raw, [][2]string{{"k", "v"}}); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestOAuth1RequestErrors: a form body the signer cannot use is the
+// client's fault, so the proxy must answer with a 4xx, not a 500.
+func TestOAuth1RequestErrors(t *testing.T) {
+	block := "oauth1:\n  consumer_key: '{{ .ck }}'\n  consumer_secret: '{{ .cs }}'\n"
+	creds := connector.CredentialValuesByID{"ck": []byte("key-secret-1"), "cs": []byte("consumer-secret-2")}
+	tests := []struct {
+		name, url, body string
+		wantStatus      int
+		wantErr         string
+	}{
+		{name: "form body too large", url: "http://h/p", body: "a=" + strings.Repeat("x", maxFormBody),
+			wantStatus: http.StatusRequestEntityTooLarge, wantErr: "larger than"},
+		{name: "bad form encoding", url: "http://h/p", body: "a=%zz", wantStatus: http.StatusBadRequest, wantErr: "form body"},
+		{name: "bad query encoding", url: "http://h/p?q=%zz", body: "a=1", wantStatus: http.StatusBadRequest, wantErr: "query"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := http.NewRequest(http.MethodPost, tt.url, strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			err := Plugin().NewConnector(res{block}).Connect(r, creds)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+			var sc interface{ HTTPStatus() int }
+			if !errors.As(err, &sc) || sc.HTTPStatus() != tt.wantStatus {
+				t.Fatalf("err = %v carries no status %d", err, tt.wantStatus)
+			}
+			for _, v := range creds {
+				if strings.Contains(err.Error(), string(v)) {
+					t.Fatalf("error reveals a credential: %v", err)
+				}
 			}
 		})
 	}

@@ -23,6 +23,18 @@ import (
 // OAuth 1.0a signature.
 const maxFormBody = 1 << 20
 
+// requestError is a fault in the client's request, not in the broker or
+// its credentials: the client gets its status (400, 413) instead of a 500.
+// Its text quotes only what the client sent.
+type requestError struct {
+	status int
+	err    error
+}
+
+func (e *requestError) Error() string   { return e.err.Error() }
+func (e *requestError) Unwrap() error   { return e.err }
+func (e *requestError) HTTPStatus() int { return e.status }
+
 type oauth1Keys struct {
 	consumerKey, consumerSecret, token, tokenSecret string
 }
@@ -111,15 +123,16 @@ func (o *oauth1Signer) sign(r *http.Request, k oauth1Keys) error {
 	}
 	params, err := decodePairs(r.URL.RawQuery)
 	if err != nil {
-		return fmt.Errorf("query: %w", err)
+		return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("query: %w", err)}
 	}
 	if isForm(r) && r.Body != nil && r.Body != http.NoBody {
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBody+1))
 		if err != nil {
-			return fmt.Errorf("read form body: %w", err)
+			return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("read form body: %w", err)}
 		}
 		if len(body) > maxFormBody {
-			return fmt.Errorf("form body larger than %d bytes cannot be signed", maxFormBody)
+			return &requestError{status: http.StatusRequestEntityTooLarge,
+				err: fmt.Errorf("form body larger than %d bytes cannot be signed", maxFormBody)}
 		}
 		_ = r.Body.Close()
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -127,7 +140,7 @@ func (o *oauth1Signer) sign(r *http.Request, k oauth1Keys) error {
 		r.GetBody = nil
 		fp, err := decodePairs(string(body))
 		if err != nil {
-			return fmt.Errorf("form body: %w", err)
+			return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("form body: %w", err)}
 		}
 		params = append(params, fp...)
 	}
