@@ -463,3 +463,32 @@ func TestUnixSocketRemovedOnlyIfStillOurs(t *testing.T) {
 		})
 	}
 }
+
+// TestHandshakeDeadline: Connect learns when the broker will close its
+// client (the service's HandshakeTimeout), so that a connector can tell the
+// client why it failed before that.
+func TestHandshakeDeadline(t *testing.T) {
+	target := echoServer(t)
+	const timeout = 3 * time.Second
+	got := make(chan time.Duration, 1)
+	c := tcp.ConnectorFunc(func(client net.Conn, _ connector.CredentialValuesByID) (net.Conn, error) {
+		d, ok := tcp.HandshakeDeadline(client)
+		if !ok {
+			got <- -1
+		} else {
+			got <- time.Until(d)
+		}
+		return net.Dial("tcp", target.Addr().String())
+	})
+	s, _ := startService(t, c, nil, func(s *TCPService) { s.HandshakeTimeout = timeout })
+	if echo := roundTrip(t, s.Listener.Addr().String(), []byte("x")); string(echo) != "x" {
+		t.Fatalf("echo = %q", echo)
+	}
+	left := <-got
+	if left < 0 {
+		t.Fatal("the client connection carries no handshake deadline")
+	}
+	if left > timeout || left < timeout-time.Second {
+		t.Fatalf("handshake deadline %v away, want just under %v", left, timeout)
+	}
+}

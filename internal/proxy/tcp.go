@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -123,8 +124,9 @@ func (s *TCPService) refuse(c net.Conn, reason tcp.RefuseReason) {
 	}
 	defer s.refusing.Release()
 	defer func() { _ = recover() }()
-	_ = c.SetDeadline(time.Now().Add(RefuseTimeout))
-	r.Refuse(c, reason)
+	deadline := time.Now().Add(RefuseTimeout)
+	_ = c.SetDeadline(deadline)
+	r.Refuse(&handshakeConn{Conn: c, deadline: deadline}, reason)
 }
 
 func isTemporary(err error) bool {
@@ -247,7 +249,7 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 			target, reason, err = nil, metrics.ReasonPanic, Redact(fmt.Errorf("connector panicked: %v", r), creds)
 		}
 	}()
-	target, err = s.Connector.Connect(client, creds)
+	target, err = s.Connector.Connect(&handshakeConn{Conn: client, deadline: deadline}, creds)
 	if !timer.Stop() {
 		if target != nil {
 			_ = target.Close()
@@ -259,7 +261,9 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 			_ = target.Close()
 		}
 		reason = metrics.ReasonConnector
-		if time.Now().After(deadline) {
+		// A connector that honours tcp.HandshakeDeadline gives up a little
+		// before it, on an I/O deadline of its own.
+		if time.Now().After(deadline) || errors.Is(err, os.ErrDeadlineExceeded) {
 			reason = metrics.ReasonTimeout
 		}
 		return nil, reason, fmt.Errorf("connector: %w", Redact(err, creds))
@@ -271,6 +275,17 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	_ = target.SetDeadline(time.Time{})
 	return target, "", nil
 }
+
+// handshakeConn is the client connection as Connect sees it: the client,
+// plus the deadline at which authenticate closes it (tcp.HandshakeDeadliner).
+type handshakeConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
+
+var _ tcp.HandshakeDeadliner = (*handshakeConn)(nil)
 
 // abandonAfter is how long Shutdown waits, after its deadline and closing
 // every connection, for goroutines stuck in a connector.

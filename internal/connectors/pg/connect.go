@@ -19,11 +19,16 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/secretless-broker/secretless-broker/internal/relay"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
 const (
 	// errorWriteTimeout bounds the writing of a final ErrorResponse.
 	errorWriteTimeout = time.Second
+	// reportMargin is how long before the broker's handshake deadline a
+	// session gives up, to leave time for its ErrorResponse (a quarter of
+	// the time left, when that is shorter).
+	reportMargin = 250 * time.Millisecond
 	// maxStartupForward bounds what the server may send before
 	// ReadyForQuery (ParameterStatus, notices ...), which is buffered.
 	maxStartupForward = 4 << 20
@@ -45,7 +50,7 @@ func (c *pgConnector) Connect(clientConn net.Conn, creds connector.CredentialVal
 		c:        c,
 		raw:      clientConn,
 		client:   clientConn,
-		deadline: time.Now().Add(c.cfg.handshakeTimeout),
+		deadline: c.handshakeDeadline(clientConn),
 		password: creds[credPassword],
 	}
 	_ = clientConn.SetDeadline(s.deadline)
@@ -55,6 +60,22 @@ func (c *pgConnector) Connect(clientConn net.Conn, creds connector.CredentialVal
 		return nil, s.scrub(err)
 	}
 	return conn, nil
+}
+
+// handshakeDeadline is when a session started now must be done: after the
+// connector's handshakeTimeout, and early enough before the broker's own
+// deadline (tcp.HandshakeDeadline, when it closes the client) that the
+// client still gets the ErrorResponse saying why.
+func (c *pgConnector) handshakeDeadline(clientConn net.Conn) time.Time {
+	now := time.Now()
+	d := now.Add(c.cfg.handshakeTimeout)
+	if b, ok := tcp.HandshakeDeadline(clientConn); ok {
+		margin := min(reportMargin, b.Sub(now)/4)
+		if b = b.Add(-margin); b.Before(d) {
+			d = b
+		}
+	}
+	return d
 }
 
 // run performs the whole startup and returns the connection to relay.
@@ -458,6 +479,9 @@ func (s *session) negotiateServerTLS(conn net.Conn, t *target, a tlsAttempt) (ne
 	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		if isTimeout(err) {
+			return nil, newError(ErrTargetUnreachable, codeConnectionFailure, "the PostgreSQL server did not answer in time (SSL negotiation)", err)
+		}
 		return nil, newError(ErrTargetUnreachable, codeConnectionFailure, "the PostgreSQL server closed the connection during SSL negotiation", err)
 	}
 	switch b[0] {
@@ -486,6 +510,9 @@ func (s *session) negotiateServerTLS(conn net.Conn, t *target, a tlsAttempt) (ne
 	}
 	tc := tls.Client(conn, t.tlsConf)
 	if err := tc.Handshake(); err != nil {
+		if isTimeout(err) {
+			return nil, newError(ErrTargetUnreachable, codeConnectionFailure, "the PostgreSQL server did not answer in time (TLS handshake)", err)
+		}
 		e := newError(ErrTargetUnreachable, codeUnableToConnect, "TLS handshake with the PostgreSQL server failed", err)
 		e.detail = tlsFailureDetail(err)
 		if a == tlsTry {

@@ -67,6 +67,12 @@
 //	    idleTimeout: 1m     # an idle one is closed after this
 //	    maxLifetime: 1h     # none is reused once this old
 //
+// The service's own connectTimeout (beside connector:, default 30s) bounds
+// the startup too, from before the credentials are fetched: when it is the
+// shorter, the session gives up a little before it (at most 250ms), so the
+// client still gets its ErrorResponse (08006, "did not answer in time")
+// rather than a bare close.
+//
 // Unknown keys and bad values stop start-up; the error names the key, as in
 // "config.tls.cert: required when tls is set (PEM contents or a file path)".
 // The certificate and key are read once, when the service starts.

@@ -63,6 +63,8 @@ func TestErrors(t *testing.T) {
 		wantCode string
 		wantText string
 		wantKind error
+		// brokerTimeout: the broker's connectTimeout (tcp.HandshakeDeadline)
+		brokerTimeout time.Duration
 	}{
 		{name: "wrong password", creds: map[string]string{"password": "definitely-Wrong-9"},
 			wantCode: codeInvalidPassword, wantText: "password authentication failed", wantKind: ErrServerRejected},
@@ -86,6 +88,17 @@ func TestErrors(t *testing.T) {
 			wantCode: codeConnectionFailure, wantText: "closed the connection", wantKind: ErrTargetUnreachable},
 		{name: "server never answers", config: "handshakeTimeout: 500ms",
 			creds:    map[string]string{"port": afterStartup(drain)},
+			wantCode: codeConnectionFailure, wantText: "did not answer in time", wantKind: ErrTargetUnreachable},
+		{name: "server never answers, broker deadline first", brokerTimeout: 800 * time.Millisecond,
+			creds:    map[string]string{"port": afterStartup(drain)},
+			wantCode: codeConnectionFailure, wantText: "did not answer in time", wantKind: ErrTargetUnreachable},
+		{name: "server never answers, broker deadline first, tls server", brokerTimeout: 800 * time.Millisecond,
+			creds: map[string]string{"sslmode": "prefer", "port": fake(func(c net.Conn) {
+				if p, err := readStartupPacket(c, nil); err != nil || p.kind != kindSSLRequest {
+					return
+				}
+				drain(c) // never answers the SSLRequest
+			})},
 			wantCode: codeConnectionFailure, wantText: "did not answer in time", wantKind: ErrTargetUnreachable},
 		{name: "gssapi requested", creds: map[string]string{"port": afterStartup(func(c net.Conn) {
 			_ = writeMsgs(c, &pgproto3.AuthenticationGSS{})
@@ -158,6 +171,9 @@ func TestErrors(t *testing.T) {
 				}
 			}
 			svc := newService(t, creds, tc.config)
+			svc.mu.Lock()
+			svc.brokerTimeout = tc.brokerTimeout
+			svc.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()

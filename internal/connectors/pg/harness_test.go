@@ -30,13 +30,17 @@ type service struct {
 	port    int
 	sockDir string
 
-	mu       sync.Mutex
-	creds    map[string]string
-	errs     []error
-	sessions []sessionInfo
-	open     map[net.Conn]bool
-	wg       sync.WaitGroup
-	lns      []net.Listener
+	mu    sync.Mutex
+	creds map[string]string
+	// brokerTimeout, when set, plays the broker's part: the connection
+	// Connect gets carries a tcp.HandshakeDeadline that far away, and the
+	// client is closed then.
+	brokerTimeout time.Duration
+	errs          []error
+	sessions      []sessionInfo
+	open          map[net.Conn]bool
+	wg            sync.WaitGroup
+	lns           []net.Listener
 }
 
 func newService(t testing.TB, creds map[string]string, cfg string) *service {
@@ -83,12 +87,21 @@ func (s *service) serve(l net.Listener) {
 		for k, v := range s.creds {
 			creds[k] = []byte(v)
 		}
+		bt := s.brokerTimeout
 		s.mu.Unlock()
+		var cc net.Conn = c
+		if bt > 0 {
+			d := time.Now().Add(bt)
+			_ = c.SetDeadline(d)
+			cc = &brokerConn{Conn: c, deadline: d}
+			timer := time.AfterFunc(bt, func() { _ = c.Close() })
+			defer timer.Stop()
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer func() { s.mu.Lock(); delete(s.open, c); s.mu.Unlock() }()
-			target, err := s.conn.Connect(c, creds)
+			target, err := s.conn.Connect(cc, creds)
 			creds.Zero()
 			if err != nil {
 				s.mu.Lock()
@@ -102,6 +115,14 @@ func (s *service) serve(l net.Listener) {
 		}()
 	}
 }
+
+// brokerConn is a client connection as the broker hands it to Connect.
+type brokerConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *brokerConn) HandshakeDeadline() time.Time { return c.deadline }
 
 // setCred changes (or with value "" removes) one credential for the
 // following connections.

@@ -2,7 +2,6 @@ package pg
 
 import (
 	"net"
-	"time"
 
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
@@ -16,7 +15,7 @@ import (
 // handles cancels before its connection limit), so Ctrl-C keeps working when
 // the service is full; like a real server, it gets no answer.
 func (c *pgConnector) Refuse(clientConn net.Conn, reason tcp.RefuseReason) {
-	s := &session{c: c, raw: clientConn, client: clientConn, deadline: time.Now().Add(c.cfg.handshakeTimeout)}
+	s := &session{c: c, raw: clientConn, client: clientConn, deadline: c.handshakeDeadline(clientConn)}
 	pkt, err := s.readClientStartup()
 	if err != nil {
 		return

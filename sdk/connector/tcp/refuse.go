@@ -18,8 +18,8 @@ const (
 // Refuser may be implemented by a Connector to tell a client, in its own
 // protocol, why the broker will not serve it (PostgreSQL, for example, sends
 // an ErrorResponse with SQLSTATE 53300 for RefuseTooManyConnections). The
-// broker calls Refuse instead of Connect, with a deadline set on clientConn,
-// and closes clientConn afterwards.
+// broker calls Refuse instead of Connect, with a deadline set on clientConn
+// (also reported by HandshakeDeadline), and closes clientConn afterwards.
 type Refuser interface {
 	Refuse(clientConn net.Conn, reason RefuseReason)
 }

@@ -23,7 +23,8 @@ type Connector interface {
 	// closes clientConn; a connector that wants the client to see a protocol
 	// error message should write it to clientConn before returning. The error
 	// text is logged, so it must not contain credential values.
-	// credentialValuesByID is zeroed when Connect returns.
+	// credentialValuesByID is zeroed when Connect returns. clientConn
+	// implements HandshakeDeadliner: the broker closes it at that deadline.
 	Connect(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (backendConn net.Conn, err error)
 }
 
