@@ -171,8 +171,12 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		return conn, nil
 	}
 	// TLS to the client: the broker relays the raw socket to one end of a
-	// pipe, and we relay the decrypted stream from the other end.
-	inner, outer := net.Pipe()
+	// socket pair, and we relay the decrypted stream from the other end.
+	inner, outer, err := streamPair()
+	if err != nil {
+		_ = conn.Close()
+		return nil, newError(ErrClientTLS, "", "cannot relay the client's TLS session", err)
+	}
 	s.sw.switchTo(inner)
 	go relay.Pipe(s.client, conn)
 	return outer, nil

@@ -235,8 +235,8 @@ func (c *targetConn) CloseWrite() error {
 // switchConn is the transport under the client-facing tls.Conn. During the
 // startup it reads from (an optional already-read prefix and then) the raw
 // client socket and writes to it. When the startup is done, switchTo moves
-// it onto one end of an in-memory pipe: the broker relays the raw socket to
-// the pipe's other end, and the connector relays the decrypted stream to
+// it onto one end of a socket pair (streamPair): the broker relays the raw
+// socket to the pair's other end, and the connector relays the decrypted stream to
 // the server. This is how client-side TLS works while the broker only ever
 // relays clientConn to the returned connection.
 type switchConn struct {

@@ -2,12 +2,15 @@ package pg
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // TestCancel checks that query cancellation reaches the right server
@@ -433,5 +437,66 @@ func TestUnixSocketTarget(t *testing.T) {
 	c := svc.connect(t, "")
 	if got := queryString(t, c, "select coalesce(inet_client_addr()::text, 'local')"); got != "local" {
 		t.Errorf("client address %q, want a unix socket session", got)
+	}
+}
+
+// TestClientHalfClose: a client that sends a query and then shuts down its
+// write side of the TCP connection still gets the whole answer, as it does
+// from the server directly; with client TLS too (the TLS session then ends
+// without close_notify, which PostgreSQL also takes as the end of input).
+func TestClientHalfClose(t *testing.T) {
+	srv := needServer(t)
+	tlsCfg := fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
+	for _, tc := range []struct {
+		name, config string
+		tls          bool
+	}{
+		{"plaintext client", "", false},
+		{"tls client", tlsCfg, true},
+		{"tls client, serverPool", tlsCfg + "serverPool: {maxIdle: 2}\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
+			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+			var c net.Conn = raw
+			if tc.tls {
+				if _, err := raw.Write(encodeRequest(sslRequestCode)); err != nil {
+					t.Fatal(err)
+				}
+				var b [1]byte
+				if _, err := io.ReadFull(raw, b[:]); err != nil || b[0] != 'S' {
+					t.Fatalf("SSLRequest answered %q, %v", b[:], err)
+				}
+				tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tc
+			}
+			fe := pgproto3.NewFrontend(c, c)
+			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+				Parameters: map[string]string{"user": "anyone", "database": testDB}})
+			fe.Send(&pgproto3.Query{String: "select pg_sleep(0.2), 'half-closed'"})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			readUntilReady(t, c) // the startup's
+			if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			types, msgs := readUntilReady(t, c)
+			if types != "TDCZ" || !bytes.Contains(msgs['D'][0], []byte("half-closed")) {
+				t.Fatalf("after the half-close got %q", types)
+			}
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("the session goes on after the client's EOF")
+			}
+		})
 	}
 }
