@@ -24,10 +24,12 @@ const (
 )
 
 const (
-	// maxStartupPacketLen is PostgreSQL's MAX_STARTUP_PACKET_LENGTH: the
-	// server refuses longer startup packets, and so do we, before reading
-	// (let alone allocating) the body.
+	// maxStartupPacketLen is PostgreSQL's MAX_STARTUP_PACKET_LENGTH, which
+	// bounds a startup packet without its length word: the server refuses
+	// longer ones, and so do we, before reading (let alone allocating) the
+	// body. maxStartupPacket is the same bound on the whole packet.
 	maxStartupPacketLen = 10000
+	maxStartupPacket    = maxStartupPacketLen + 4
 	// minStartupPacketLen is the length field plus the version field.
 	minStartupPacketLen = 8
 	// maxCancelPacketLen allows protocol 3.2's 256-byte cancel keys.
@@ -87,7 +89,7 @@ func startupPacketLen(hdr []byte) (int, error) {
 		return 0, errShortMessage
 	}
 	n := binary.BigEndian.Uint32(hdr)
-	if n < minStartupPacketLen || n > maxStartupPacketLen {
+	if n < minStartupPacketLen || n > maxStartupPacket {
 		return 0, fmt.Errorf("%w: %d", errBadLength, n)
 	}
 	return int(n), nil

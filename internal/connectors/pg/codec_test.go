@@ -98,7 +98,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func TestReadStartupPacketLengthCap(t *testing.T) {
-	for _, n := range []uint32{0, 4, 7, maxStartupPacketLen + 1, 1 << 31} {
+	for _, n := range []uint32{0, 4, 7, maxStartupPacket + 1, 1 << 31} {
 		hdr := binary.BigEndian.AppendUint32(nil, n)
 		cr := &countingReader{r: io.MultiReader(bytes.NewReader(hdr), zeroReader{})}
 		_, err := readStartupPacket(cr, nil)
@@ -221,7 +221,7 @@ func FuzzParseStartupPacket(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(pkt) > maxStartupPacketLen {
+		if len(pkt) > maxStartupPacket {
 			t.Fatalf("accepted a %d-byte packet", len(pkt))
 		}
 		if p.kind == kindStartup {
@@ -231,7 +231,7 @@ func FuzzParseStartupPacket(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encode: %v", err)
 			}
-			if len(b) > maxStartupPacketLen {
+			if len(b) > maxStartupPacket {
 				return
 			}
 			q, err := parseStartupPacket(b)
@@ -261,7 +261,7 @@ func FuzzReadStartupPacket(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cr := &countingReader{r: bytes.NewReader(data)}
 		p, err := readStartupPacket(cr, nil)
-		if cr.read > maxStartupPacketLen {
+		if cr.read > maxStartupPacket {
 			t.Fatalf("read %d bytes", cr.read)
 		}
 		if err == nil && len(p.raw) != cr.read {

@@ -225,6 +225,11 @@ func TestStartupParamsBuild(t *testing.T) {
 	if got[len(got)-1] != (param{"database", "real"}) {
 		t.Errorf("missing database does not default to the user name: %v", got)
 	}
+	// PostgreSQL takes the last of duplicated startup parameters.
+	got = startupParams([]param{{"user", "x"}, {"database", "first"}, {"database", "last"}}, &target{username: "real"})
+	if got[len(got)-1] != (param{"database", "last"}) || len(got) != 2 {
+		t.Errorf("duplicated database: %v, want the last one only", got)
+	}
 }
 
 // TestDocExampleConfig checks that the config block shown in the package

@@ -197,16 +197,18 @@ func startupParams(client []param, t *target) []param {
 	for _, p := range t.extra {
 		overridden[strings.ToLower(p.key)] = true
 	}
+	clientDB := ""
 	for _, p := range client {
 		switch {
 		case p.key == "database":
-			if db == "" {
-				db = p.value
-			}
+			clientDB = p.value // the server too takes the last of duplicates
 		case p.key == "user" || overridden[strings.ToLower(p.key)]:
 		default:
 			out = append(out, p)
 		}
+	}
+	if db == "" {
+		db = clientDB
 	}
 	if db == "" {
 		db = t.username

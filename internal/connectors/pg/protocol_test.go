@@ -170,6 +170,33 @@ func TestClientProtocol(t *testing.T) {
 			}
 		})
 	}
+	// PostgreSQL bounds a startup packet at 10000 bytes after its length
+	// word (MAX_STARTUP_PACKET_LENGTH): 10004 in all is the largest. The
+	// client names the role the broker logs in as, so the packet the broker
+	// sends has the same length.
+	t.Run("largest startup packet", func(t *testing.T) {
+		for _, tc := range []struct {
+			total int
+			ok    bool
+		}{{maxStartupPacket, true}, {maxStartupPacket + 1, false}} {
+			base := len(startupBytes(t, v30, "user", roleSCRAM.name, "database", testDB, "application_name", ""))
+			pkt := startupBytes(t, v30, "user", roleSCRAM.name, "database", testDB, "application_name", strings.Repeat("a", tc.total-base))
+			if len(pkt) != tc.total {
+				t.Fatalf("built %d bytes, want %d", len(pkt), tc.total)
+			}
+			c := dialService(t, svc)
+			if _, err := c.Write(pkt); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.ok {
+				if code, msg := readErrorResponse(t, c); code != codeProtocolViolation || !strings.Contains(msg, "invalid length of startup packet") {
+					t.Errorf("%d bytes: got %s %q", tc.total, code, msg)
+				}
+				continue
+			}
+			readUntilReady(t, c)
+		}
+	})
 	t.Run("second ssl request refused", func(t *testing.T) {
 		c := dialService(t, svc)
 		_, _ = c.Write(encodeRequest(sslRequestCode))
