@@ -61,6 +61,40 @@ type target struct {
 	tlsConf  *tls.Config // nil when TLS is never attempted
 }
 
+// libpqOnly names libpq connection options that are not PostgreSQL startup
+// parameters: sent as one, each would make every login fail (42704
+// unrecognized configuration parameter). The value says what to do instead.
+var libpqOnly = map[string]string{
+	"dbname":                    "use the database credential",
+	"hostaddr":                  "give the address as host",
+	"passfile":                  "give the password as the password credential",
+	"channel_binding":           "the connector uses SCRAM-SHA-256-PLUS whenever the server offers it over TLS",
+	"connect_timeout":           "use connectTimeout in the service's config block",
+	"target_session_attrs":      "not supported: give the host of the server you want",
+	"load_balance_hosts":        "not supported: give one host",
+	"fallback_application_name": "the client's application_name is forwarded; set application_name to fix one",
+	"sslpassword":               "encrypted client keys are not supported: give sslkey unencrypted",
+	"sslcrl":                    "not supported",
+	"sslcrldir":                 "not supported",
+	"sslcompression":            "not supported",
+	"sslsni":                    "not supported: the connector always sends SNI for a host name",
+	"sslnegotiation":            "not supported: the connector negotiates TLS with an SSLRequest",
+	"ssl_min_protocol_version":  "not supported: the connector uses TLS 1.2 or later",
+	"ssl_max_protocol_version":  "not supported",
+	"gssencmode":                "GSSAPI is not supported",
+	"krbsrvname":                "GSSAPI is not supported",
+	"gsslib":                    "GSSAPI is not supported",
+	"gssdelegation":             "GSSAPI is not supported",
+	"requirepeer":               "not supported",
+	"require_auth":              "not supported",
+	"service":                   "not supported: give the connection settings as credentials",
+	"keepalives":                "the broker keeps TCP keepalives on",
+	"keepalives_idle":           "the broker sets TCP keepalives itself",
+	"keepalives_interval":       "the broker sets TCP keepalives itself",
+	"keepalives_count":          "the broker sets TCP keepalives itself",
+	"tcp_user_timeout":          "not supported",
+}
+
 func credErr(name, format string, args ...any) error {
 	return fmt.Errorf("%w: credential %s: %s", ErrConfig, name, fmt.Sprintf(format, args...))
 }
@@ -72,6 +106,9 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 	if host == "" {
 		return nil, credErr(credHost, "missing")
 	}
+	if err := checkHost(host); err != nil {
+		return nil, err
+	}
 	port := strings.TrimSpace(string(creds[credPort]))
 	if port == "" {
 		port = defaultPort
@@ -82,6 +119,11 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 	user := string(creds[credUsername])
 	if user == "" {
 		return nil, credErr(credUsername, "missing")
+	}
+	for _, n := range []string{credUsername, credDatabase} {
+		if strings.IndexByte(string(creds[n]), 0) >= 0 {
+			return nil, credErr(n, "contains a NUL byte")
+		}
 	}
 	t := &target{
 		username: user,
@@ -109,6 +151,9 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 		if name == "user" {
 			return nil, credErr(name, "not allowed: the login role comes from the username credential")
 		}
+		if why, ok := libpqOnly[name]; ok {
+			return nil, credErr(name, "not allowed: a libpq connection option, not a startup parameter; %s", why)
+		}
 		if !knownCredentials[name] {
 			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(string(v), 0) >= 0 {
 				return nil, credErr(name, "contains a NUL byte")
@@ -124,6 +169,27 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 		t.tlsConf = conf
 	}
 	return t, nil
+}
+
+// checkHost refuses host values that libpq would take differently (several
+// hosts, a host:port pair) or that cannot name a server (a relative path).
+func checkHost(host string) error {
+	switch {
+	case strings.IndexByte(host, 0) >= 0:
+		return credErr(credHost, "contains a NUL byte")
+	case strings.Contains(host, ","):
+		return credErr(credHost, "lists several hosts; give one")
+	case strings.HasPrefix(host, "/"):
+		return nil // a unix socket directory
+	case strings.Contains(host, "/"):
+		return credErr(credHost, "a unix socket directory must be an absolute path")
+	case strings.HasPrefix(host, "["):
+		return credErr(credHost, "write an IPv6 address without brackets (the port goes in the port credential)")
+	}
+	if _, p, err := net.SplitHostPort(host); err == nil && p != "" {
+		return credErr(credHost, "has a port; give it as the port credential")
+	}
+	return nil
 }
 
 // targetTLSConfig implements libpq's sslmode semantics:

@@ -37,7 +37,12 @@
 // refused: the role always comes from username. So is, at load time, a name
 // one or two edits away from a pg credential ("passwrod", "Password",
 // "sslmod"), which would otherwise send its value to the server as a
-// startup parameter.
+// startup parameter, and a libpq connection option that is not a startup
+// parameter (dbname, hostaddr, channel_binding, connect_timeout,
+// sslpassword, sslcrl, target_session_attrs, ...: the server would refuse
+// every login), each with what to do instead. username and database may not
+// hold a NUL byte; host must be one host name or address without a port, or
+// an absolute socket directory.
 //
 // sslmode follows libpq: disable never encrypts; allow tries plaintext and
 // retries with TLS if the server refuses the session; prefer tries TLS

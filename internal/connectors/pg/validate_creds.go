@@ -74,8 +74,8 @@ func validatePairs(names []string) error {
 // value included, and the real credential would be missing.
 func validateNearMisses(names []string) error {
 	for _, n := range names {
-		if knownCredentials[n] || len(n) < 4 {
-			continue
+		if knownCredentials[n] || libpqOnly[n] != "" || len(n) < 4 {
+			continue // libpq options get their own message from parseCredentials
 		}
 		for k := range knownCredentials {
 			if editDistance(strings.ToLower(n), k) <= 2 {
