@@ -54,6 +54,46 @@ var allowedKeys = map[string][]string{
 	"serverPool": {"maxIdle", "idleTimeout", "maxLifetime"},
 }
 
+// keyTypes gives the YAML type of each scalar key, checked before decoding:
+// the decoder would silently truncate a float such as maxIdle: 0.5.
+var keyTypes = map[string]string{
+	"connectTimeout": "duration", "handshakeTimeout": "duration", "scramCacheSize": "int",
+	"serverPool.maxIdle": "int", "serverPool.idleTimeout": "duration", "serverPool.maxLifetime": "duration",
+	"tls.cert": "string", "tls.key": "string", "tls.require": "bool", "tls.minVersion": "string",
+}
+
+// checkType reports a scalar key whose value has the wrong YAML type.
+func checkType(key string, v *yaml.Node) error {
+	want, ok := keyTypes[key]
+	if !ok {
+		return nil
+	}
+	if v.Kind != yaml.ScalarNode {
+		return keyErr(key, "must be a %s, not a %s", typeWords[want], nodeKindWord(v))
+	}
+	switch {
+	case want == "int" && v.Tag != "!!int":
+		return keyErr(key, "must be a whole number, got %q", v.Value)
+	case want == "bool" && v.Tag != "!!bool":
+		return keyErr(key, "must be true or false, got %q", v.Value)
+	}
+	return nil
+}
+
+var typeWords = map[string]string{"int": "whole number", "bool": "true or false", "duration": "duration (like 5s or 1m)", "string": "string"}
+
+func nodeKindWord(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "value"
+}
+
 // config is a validated config block.
 type config struct {
 	clientTLS        *tls.Config // nil: TLS is not offered to clients
@@ -182,12 +222,17 @@ func checkKeys(n *yaml.Node, path string) error {
 		}
 		return keyErr(path, "must be a mapping")
 	}
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i].Value
 		full := k
 		if path != "" {
 			full = path + "." + k
 		}
+		if seen[k] {
+			return keyErr(full, "given twice")
+		}
+		seen[k] = true
 		known := false
 		for _, a := range allowed {
 			if a == k {
@@ -198,7 +243,10 @@ func checkKeys(n *yaml.Node, path string) error {
 		if !known {
 			sorted := append([]string(nil), allowed...)
 			sort.Strings(sorted)
-			return keyErr(full, "unknown key (line %d); known keys here: %s", n.Content[i].Line, strings.Join(sorted, ", "))
+			return keyErr(full, "unknown key; known keys here: %s", strings.Join(sorted, ", "))
+		}
+		if err := checkType(full, n.Content[i+1]); err != nil {
+			return err
 		}
 		if err := checkKeys(n.Content[i+1], full); err != nil {
 			return err
