@@ -215,7 +215,7 @@ func (c *pooledConn) Close() error {
 	go func() {
 		if err := c.ic.reset(); err != nil {
 			c.pool.logger.Debugf("pg: not reusing a server connection: %v", err)
-			_ = c.ic.conn.Close()
+			c.ic.terminate()
 			return
 		}
 		c.pool.put(c.ic)

@@ -167,12 +167,23 @@
 // reach a pooled backend only when it is replaced, after maxLifetime at
 // the latest. Use serverPool only where that is acceptable.
 //
+// The reset also looks for state that DISCARD ALL leaves and that the end
+// of a session would clear: a replication slot the backend holds (a
+// temporary one made with pg_create_physical_replication_slot or
+// pg_create_logical_replication_slot) and, for roles allowed to use them, a
+// replication origin set up for the session; either closes the connection
+// instead of keeping it. A backup started with pg_backup_start is stopped
+// (the end of the session would abort it). Idle connections that are
+// closed (idleTimeout, maxLifetime, a full pool, shutdown) end with a
+// Terminate, as a client's session would.
+//
 // Sessions ended any other way (EOF without Terminate, an open or failed
-// transaction, extended-protocol messages not followed by Sync, a COPY, an
-// error) close their server connection as without a pool, and so do
-// replication sessions (the replication startup parameter) and sessions
-// whose cancel key was used (the cancel might reach the server after the
-// next client started). A pooled connection that the server has ended or
+// transaction, extended-protocol messages not followed by Sync, a COPY in
+// progress) close their server connection as without a pool; an error
+// answered with ReadyForQuery outside a transaction does not prevent
+// reuse. Replication sessions (the replication startup parameter) and
+// sessions whose cancel key was used (the cancel might reach the server
+// after the next client started) are never reused either. A pooled connection that the server has ended or
 // written to meanwhile (pg_terminate_backend, idle_session_timeout) is
 // dropped when it would be handed out. The greeting's ParameterStatus
 // values are read from the server after the reset, so changes made by

@@ -54,9 +54,10 @@ var (
 	roleUnicode    = role{"unicode_user", "p\u00e4ssw\u00f6rd-S\u00e9cret"} // composed
 	roleReplicator = role{"repl_user", "repl-Secret-9x"}
 	roleMD5inSCRAM = role{"md5_in_scram", "md5scram-Secret-10"} // stored md5, hba scram: fails
+	roleBackup     = role{"backup_user", "backup-Secret-11"}    // may start backups, set up replication origins
 
 	allRoles = []role{roleSCRAM, roleMD5, roleMD5SCRAM, rolePassword, rolePasswordM, roleTrust, roleSSLOnly,
-		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM}
+		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM, roleBackup}
 )
 
 const testDB = "appdb"
@@ -310,6 +311,18 @@ func (s *pgServer) setup() error {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
 		}
+	}
+	// Function privileges are per database.
+	app, err := pgx.Connect(ctx, strings.Replace(s.rootDSN, "dbname=postgres", "dbname="+testDB, 1))
+	if err != nil {
+		return err
+	}
+	defer app.Close(ctx)
+	q := "GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean), " +
+		"pg_replication_origin_create(text), pg_replication_origin_session_setup(text), " +
+		"pg_replication_origin_session_is_setup() TO " + roleBackup.name
+	if _, err := app.Exec(ctx, q); err != nil {
+		return fmt.Errorf("%s: %w", q, err)
 	}
 	return nil
 }

@@ -170,7 +170,7 @@ func (p *serverPool) get(key poolKey) *idleConn {
 		ic.timer.Stop()
 		if time.Since(ic.born) > p.maxLifetime {
 			p.logger.Debugf("pg: closing a server connection older than serverPool.maxLifetime")
-			_ = ic.conn.Close()
+			ic.terminate()
 			continue
 		}
 		if err := checkIdle(ic.conn); err != nil {
@@ -187,14 +187,14 @@ func (p *serverPool) put(ic *idleConn) {
 	p.mu.Lock()
 	if p.n >= p.maxIdle || time.Since(ic.born) > p.maxLifetime {
 		p.mu.Unlock()
-		_ = ic.conn.Close()
+		ic.terminate()
 		return
 	}
 	p.idle[ic.key] = append(p.idle[ic.key], ic)
 	p.n++
 	ic.timer = time.AfterFunc(p.idleTimeout, func() {
 		if p.remove(ic) {
-			_ = ic.conn.Close()
+			ic.terminate()
 		}
 	})
 	p.mu.Unlock()
@@ -220,6 +220,14 @@ func (p *serverPool) remove(ic *idleConn) bool {
 	return false
 }
 
+// terminate ends an idle session as a client would: with a Terminate (so
+// the server does not log an unexpected EOF), then closes the connection.
+func (ic *idleConn) terminate() {
+	_ = ic.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+	_, _ = ic.conn.Write(terminateMsg)
+	_ = ic.conn.Close()
+}
+
 // closeAll closes every idle connection.
 func (p *serverPool) closeAll() {
 	p.mu.Lock()
@@ -229,7 +237,7 @@ func (p *serverPool) closeAll() {
 	for _, list := range idle {
 		for _, ic := range list {
 			ic.timer.Stop()
-			_ = ic.conn.Close()
+			ic.terminate()
 		}
 	}
 }
@@ -381,6 +389,14 @@ func replaceKeyData(forward []byte, k *pgproto3.BackendKeyData) ([]byte, error) 
 // to its client, not to us, and some change without the session doing
 // anything (TimeZone after ALTER SYSTEM and a reload, in_hot_standby after
 // a promotion), so they are asked for rather than remembered.
+//
+// The same query looks for session state that DISCARD ALL leaves behind
+// and that a session's end would clear: a replication slot the backend
+// holds (a temporary one, made with pg_create_*_replication_slot), and,
+// for roles allowed to call the functions, a replication origin set up for
+// the session (then the connection is not reused) and a backup started
+// with pg_backup_start (stopped here, as the end of the session would
+// abort it).
 func (ic *idleConn) reset() error {
 	_ = ic.conn.SetDeadline(time.Now().Add(resetTimeout))
 	out, err := (&pgproto3.Query{String: "DISCARD ALL"}).Encode(nil)
@@ -389,64 +405,123 @@ func (ic *idleConn) reset() error {
 	}
 	var sel strings.Builder
 	sel.WriteString("SELECT ")
-	for i, p := range ic.params {
-		if i > 0 {
-			sel.WriteString(", ")
-		}
-		sel.WriteString("current_setting('" + strings.ReplaceAll(p.key, "'", "''") + "', true)")
+	for _, p := range ic.params {
+		sel.WriteString("pg_catalog.current_setting('" + strings.ReplaceAll(p.key, "'", "''") + "', true), ")
 	}
-	if len(ic.params) > 0 {
-		if out, err = (&pgproto3.Query{String: sel.String()}).Encode(out); err != nil {
-			return err
-		}
+	sel.WriteString(leftoverProbe)
+	if out, err = (&pgproto3.Query{String: sel.String()}).Encode(out); err != nil {
+		return err
 	}
 	if _, err := ic.conn.Write(out); err != nil {
 		return err
 	}
 	rd := newServerReader(ic.conn)
-	want := 1
-	if len(ic.params) > 0 {
-		want = 2
+	if _, err := ic.simpleQueryResult(rd); err != nil { // DISCARD ALL
+		return err
 	}
-	for ready := 0; ready < want; {
-		typ, body, _, err := rd.next()
+	row, err := ic.simpleQueryResult(rd)
+	if err != nil {
+		return err
+	}
+	if len(row) != len(ic.params)+3 {
+		return fmt.Errorf("%d values for %d settings and 3 checks", len(row), len(ic.params))
+	}
+	for i := range ic.params {
+		if row[i] != nil {
+			ic.params[i].value = string(row[i])
+		}
+	}
+	checks := row[len(ic.params):]
+	if string(checks[0]) == "t" {
+		return errors.New("the session holds a replication slot")
+	}
+	if string(checks[1]) == "t" {
+		r, err := ic.query(rd, "SELECT pg_catalog.pg_replication_origin_session_is_setup()")
 		if err != nil {
 			return err
 		}
-		switch typ {
-		case 'C', 'N', 'T':
-		case 'S':
-			var m pgproto3.ParameterStatus
-			if err := m.Decode(body); err != nil {
-				return err
-			}
-			ic.params = setParam(ic.params, m.Name, m.Value)
-		case 'D':
-			var m pgproto3.DataRow
-			if err := m.Decode(body); err != nil {
-				return err
-			}
-			if len(m.Values) != len(ic.params) {
-				return fmt.Errorf("%d settings for %d parameters", len(m.Values), len(ic.params))
-			}
-			for i, v := range m.Values {
-				if v != nil {
-					ic.params[i].value = string(v)
-				}
-			}
-		case 'E':
-			return errors.New("the reset query failed")
-		case 'Z':
-			if len(body) != 1 || body[0] != 'I' {
-				return fmt.Errorf("not idle after the reset (status %q)", body)
-			}
-			ready++
-		default:
-			return fmt.Errorf("unexpected message %q during the reset", typ)
+		if len(r) != 1 || string(r[0]) != "f" {
+			return errors.New("the session has a replication origin set up")
+		}
+	}
+	if string(checks[2]) == "t" {
+		if _, err := ic.query(rd, stopBackup); err != nil {
+			return err
 		}
 	}
 	if rd.r.Buffered() > 0 {
 		return errors.New("unexpected data after the reset")
 	}
 	return ic.conn.SetDeadline(time.Time{})
+}
+
+// leftoverProbe ends the reset's SELECT: does the backend hold a
+// replication slot, and may the role set up a replication origin or start
+// a backup (only then are those looked at: the functions are for superusers
+// unless granted, and their names vary between server versions).
+const leftoverProbe = "EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE active_pid = pg_catalog.pg_backend_pid()), " +
+	"COALESCE(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('pg_catalog.pg_replication_origin_session_is_setup()'), 'EXECUTE'), false), " +
+	"COALESCE(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('pg_catalog.pg_backup_stop(boolean)'), 'EXECUTE'), false)"
+
+// stopBackup stops a backup the session started, if any (55000 means none
+// is running).
+const stopBackup = "DO $$BEGIN PERFORM pg_catalog.pg_backup_stop(false); " +
+	"EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL; END$$"
+
+// query sends one simple query and returns its first row.
+func (ic *idleConn) query(rd *serverReader, sql string) ([][]byte, error) {
+	out, err := (&pgproto3.Query{String: sql}).Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ic.conn.Write(out); err != nil {
+		return nil, err
+	}
+	return ic.simpleQueryResult(rd)
+}
+
+// simpleQueryResult reads the answer to one simple query up to its
+// ReadyForQuery, which must say idle, and returns the first row's values.
+// ParameterStatus messages update the greeting's settings.
+func (ic *idleConn) simpleQueryResult(rd *serverReader) ([][]byte, error) {
+	var row [][]byte
+	for {
+		typ, body, _, err := rd.next()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case 'C', 'N', 'T':
+		case 'S':
+			var m pgproto3.ParameterStatus
+			if err := m.Decode(body); err != nil {
+				return nil, err
+			}
+			ic.params = setParam(ic.params, m.Name, m.Value)
+		case 'D':
+			var m pgproto3.DataRow
+			if err := m.Decode(body); err != nil {
+				return nil, err
+			}
+			if row == nil {
+				row = make([][]byte, len(m.Values))
+				for i, v := range m.Values {
+					if v != nil {
+						row[i] = bytes.Clone(v)
+					}
+				}
+			}
+		case 'E':
+			var m pgproto3.ErrorResponse
+			_ = m.Decode(body)
+			return nil, fmt.Errorf("the reset query failed: %s %s", m.Code, m.Message)
+		case 'Z':
+			if len(body) != 1 || body[0] != 'I' {
+				return nil, fmt.Errorf("not idle after the reset (status %q)", body)
+			}
+			return row, nil
+		default:
+			return nil, fmt.Errorf("unexpected message %q during the reset", typ)
+		}
+	}
 }

@@ -585,6 +585,55 @@ func TestServerPoolRetires(t *testing.T) {
 		}
 	})
 
+	// State that DISCARD ALL leaves and that the end of a session clears.
+	for _, tc := range []struct {
+		name  string
+		role  role
+		sql   []string
+		reuse bool   // the backend may serve the next client (after a cleanup)
+		check string // run by the next client, must give "ok"
+	}{
+		{name: "temporary replication slot", role: roleReplicator,
+			sql: []string{"select pg_create_physical_replication_slot('pool_sql_slot', true, true)"}},
+		{name: "replication origin session", role: roleBackup,
+			sql: []string{"select pg_replication_origin_create('pool_origin')", "select pg_replication_origin_session_setup('pool_origin')"}},
+		{name: "backup in progress", role: roleBackup, reuse: true,
+			sql:   []string{"select pg_backup_start('pool-test', true)"},
+			check: "select pg_backup_start('again', true) is not null and pg_backup_stop(false) is not null"},
+		{name: "privileged role, nothing left", role: roleBackup, reuse: true,
+			sql: []string{"select 1"}, check: "select not pg_replication_origin_session_is_setup()"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := newService(t, baseCreds(srv, tc.role, "disable"), poolConfig)
+			c1 := svc.connect(t, "")
+			pid := backendPID(t, c1)
+			for _, sql := range tc.sql {
+				if _, err := c1.Exec(context.Background(), sql); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+			}
+			closeConn(t, c1)
+			if !tc.reuse {
+				waitBackendGone(t, srv, pid)
+				var n int
+				srv.queryRow(t, &n, "select count(*)::int from pg_replication_slots where slot_name = 'pool_sql_slot'")
+				if n != 0 || svc.conn.pool.size() != 0 {
+					t.Fatalf("slot left: %d; pool size %d", n, svc.conn.pool.size())
+				}
+				return
+			}
+			waitPool(t, svc, 1)
+			c2 := svc.connect(t, "")
+			if got := backendPID(t, c2); got != pid {
+				t.Fatalf("backend %s not reused (was %s)", got, pid)
+			}
+			var ok bool
+			if err := c2.QueryRow(context.Background(), tc.check).Scan(&ok); err != nil || !ok {
+				t.Fatalf("%s: %v, %v", tc.check, ok, err)
+			}
+		})
+	}
+
 	t.Run("a matched cancel key", func(t *testing.T) {
 		t.Parallel()
 		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
