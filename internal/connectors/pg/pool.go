@@ -73,6 +73,32 @@ type idleConn struct {
 	timer   *time.Timer
 	born    time.Time // when the server session started
 	forward []byte    // the greeting for the current client (set by prepare)
+	// privileged: what the last reset found the role allowed to do (set up
+	// a replication origin, start a backup), so that the next reset checks
+	// for it in the same round trip.
+	privileged leftoverChecks
+}
+
+// leftoverChecks says which privileged session state a reset looks for.
+type leftoverChecks struct{ origin, backup bool }
+
+// sql is a DO block that fails if a replication origin is set up for the
+// session and stops a backup the session started (55000: none is
+// running), or "" when neither is checked.
+func (lc leftoverChecks) sql() string {
+	if !lc.origin && !lc.backup {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("DO $$BEGIN ")
+	if lc.origin {
+		b.WriteString("IF pg_catalog.pg_replication_origin_session_is_setup() THEN RAISE EXCEPTION 'a replication origin is set up for the session'; END IF; ")
+	}
+	if lc.backup {
+		b.WriteString("BEGIN PERFORM pg_catalog.pg_backup_stop(false); EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL; END; ")
+	}
+	b.WriteString("END$$")
+	return b.String()
 }
 
 // prepare fills ic for a session: from a new session's startup messages
@@ -412,6 +438,12 @@ func (ic *idleConn) reset() error {
 	if out, err = (&pgproto3.Query{String: sel.String()}).Encode(out); err != nil {
 		return err
 	}
+	sent := ic.privileged
+	if q := sent.sql(); q != "" {
+		if out, err = (&pgproto3.Query{String: q}).Encode(out); err != nil {
+			return err
+		}
+	}
 	if _, err := ic.conn.Write(out); err != nil {
 		return err
 	}
@@ -435,17 +467,16 @@ func (ic *idleConn) reset() error {
 	if string(checks[0]) == "t" {
 		return errors.New("the session holds a replication slot")
 	}
-	if string(checks[1]) == "t" {
-		r, err := ic.query(rd, "SELECT pg_catalog.pg_replication_origin_session_is_setup()")
-		if err != nil {
+	if sent.sql() != "" {
+		if _, err := ic.simpleQueryResult(rd); err != nil {
 			return err
 		}
-		if len(r) != 1 || string(r[0]) != "f" {
-			return errors.New("the session has a replication origin set up")
-		}
 	}
-	if string(checks[2]) == "t" {
-		if _, err := ic.query(rd, stopBackup); err != nil {
+	// The role's privileges may have grown since the last reset: check
+	// now what was not checked above.
+	ic.privileged = leftoverChecks{origin: string(checks[1]) == "t", backup: string(checks[2]) == "t"}
+	if q := (leftoverChecks{origin: ic.privileged.origin && !sent.origin, backup: ic.privileged.backup && !sent.backup}).sql(); q != "" {
+		if _, err := ic.query(rd, q); err != nil {
 			return err
 		}
 	}
@@ -462,11 +493,6 @@ func (ic *idleConn) reset() error {
 const leftoverProbe = "EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE active_pid = pg_catalog.pg_backend_pid()), " +
 	"COALESCE(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('pg_catalog.pg_replication_origin_session_is_setup()'), 'EXECUTE'), false), " +
 	"COALESCE(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('pg_catalog.pg_backup_stop(boolean)'), 'EXECUTE'), false)"
-
-// stopBackup stops a backup the session started, if any (55000 means none
-// is running).
-const stopBackup = "DO $$BEGIN PERFORM pg_catalog.pg_backup_stop(false); " +
-	"EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL; END$$"
 
 // query sends one simple query and returns its first row.
 func (ic *idleConn) query(rd *serverReader, sql string) ([][]byte, error) {

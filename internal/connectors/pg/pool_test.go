@@ -622,17 +622,49 @@ func TestServerPoolRetires(t *testing.T) {
 				}
 				return
 			}
-			waitPool(t, svc, 1)
-			c2 := svc.connect(t, "")
-			if got := backendPID(t, c2); got != pid {
-				t.Fatalf("backend %s not reused (was %s)", got, pid)
-			}
-			var ok bool
-			if err := c2.QueryRow(context.Background(), tc.check).Scan(&ok); err != nil || !ok {
-				t.Fatalf("%s: %v, %v", tc.check, ok, err)
+			// Twice: the first reset learns the role's privileges, the
+			// second checks them in the same round trip as DISCARD ALL.
+			for round := 1; round <= 2; round++ {
+				waitPool(t, svc, 1)
+				c2 := svc.connect(t, "")
+				if got := backendPID(t, c2); got != pid {
+					t.Fatalf("round %d: backend %s not reused (was %s)", round, got, pid)
+				}
+				var ok bool
+				if err := c2.QueryRow(context.Background(), tc.check).Scan(&ok); err != nil || !ok {
+					t.Fatalf("round %d: %s: %v, %v", round, tc.check, ok, err)
+				}
+				for _, sql := range tc.sql {
+					if _, err := c2.Exec(context.Background(), sql); err != nil {
+						t.Fatalf("%s: %v", sql, err)
+					}
+				}
+				closeConn(t, c2)
 			}
 		})
 	}
+
+	t.Run("replication origin found by a later reset", func(t *testing.T) {
+		svc := newService(t, baseCreds(srv, roleBackup, "disable"), poolConfig)
+		c1 := svc.connect(t, "")
+		pid := backendPID(t, c1)
+		closeConn(t, c1)
+		waitPool(t, svc, 1) // this reset learnt the role's privileges
+		c2 := svc.connect(t, "")
+		if got := backendPID(t, c2); got != pid {
+			t.Fatalf("backend %s not reused (was %s)", got, pid)
+		}
+		for _, sql := range []string{"select pg_replication_origin_create('pool_origin_late')", "select pg_replication_origin_session_setup('pool_origin_late')"} {
+			if _, err := c2.Exec(context.Background(), sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		closeConn(t, c2)
+		waitBackendGone(t, srv, pid)
+		if n := svc.conn.pool.size(); n != 0 {
+			t.Fatalf("pool size %d", n)
+		}
+	})
 
 	t.Run("a matched cancel key", func(t *testing.T) {
 		t.Parallel()
