@@ -107,10 +107,12 @@ func (k *TCP) Start(t testing.TB, creds Credentials) *Session {
 		defer close(s.done)
 		values := creds.values()
 		logged := k.logger.count()
-		_ = brokerSide.SetDeadline(time.Now().Add(k.opts.handshakeTimeout()))
+		deadline := time.Now().Add(k.opts.handshakeTimeout())
+		_ = brokerSide.SetDeadline(deadline)
+		hs := &handshakeConn{Conn: brokerSide, deadline: deadline}
 		var backend net.Conn
 		var cerr error
-		perr := call("Connect", func() { backend, cerr = k.connector.Connect(brokerSide, values) })
+		perr := call("Connect", func() { backend, cerr = k.connector.Connect(hs, values) })
 		values.Zero()
 		checkLeaks(t, "a log message written during Connect", k.logger.textSince(logged), secrets)
 		switch {
@@ -124,7 +126,7 @@ func (k *TCP) Start(t testing.TB, creds Credentials) *Session {
 		case backend == nil:
 			breach(t, "Connect returned neither a connection nor an error")
 			s.err = errors.New("Connect returned neither a connection nor an error")
-		case backend == brokerSide:
+		case backend == brokerSide || backend == net.Conn(hs):
 			breach(t, "Connect returned the client connection as the target connection")
 			s.err = errors.New("Connect returned the client connection")
 			backend = nil
@@ -189,13 +191,25 @@ func (k *TCP) Refuse(t testing.TB, reason tcp.RefuseReason) (client net.Conn, im
 		brokerSide.Close()
 		return client, false
 	}
-	_ = brokerSide.SetDeadline(time.Now().Add(RefuseTimeout))
-	if err := call("Refuse", func() { r.Refuse(brokerSide, reason) }); err != nil {
+	deadline := time.Now().Add(RefuseTimeout)
+	_ = brokerSide.SetDeadline(deadline)
+	if err := call("Refuse", func() { r.Refuse(&handshakeConn{Conn: brokerSide, deadline: deadline}, reason) }); err != nil {
 		breach(t, "%v", err)
 	}
 	brokerSide.Close()
 	return client, true
 }
+
+// handshakeConn is the client connection as the broker hands it to Connect
+// and Refuse: it reports the broker's deadline (tcp.HandshakeDeadliner).
+type handshakeConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
+
+var _ tcp.HandshakeDeadliner = (*handshakeConn)(nil)
 
 // tcpPair returns both ends of a loopback TCP connection: the end accepted
 // by a listener first, as the broker's listener accepts the client.
