@@ -106,7 +106,8 @@
 //
 // With client TLS, the connector terminates TLS and relays the decrypted
 // stream to the server itself; the connection it returns to the broker is
-// one end of an in-memory pipe that carries the client's TLS records.
+// one end of a unix socket pair that carries the client's TLS records (so
+// a client's half-close travels on, and the broker relays it as a socket).
 //
 // # Cancellation
 //
