@@ -34,6 +34,8 @@ func TestAuthMatrix(t *testing.T) {
 		{name: "saslprep decomposed password", role: roleUnicode, sslmode: "disable",
 			password: "pa\u0308sswo\u0308rd-Se\u0301cret", wantAuth: mechSCRAM},
 		{name: "saslprep composed password", role: roleUnicode, sslmode: "disable", wantAuth: mechSCRAM},
+		{name: "saslprep with a character newer than unicode 3.2", role: roleUnicodeNew, sslmode: "disable", wantAuth: mechSCRAM},
+		{name: "saslprep with a character from unicode 4.0", role: roleUnicode40, sslmode: "disable", wantAuth: mechSCRAM},
 		{name: "client certificate", role: roleCert, sslmode: "verify-full", wantAuth: "trust", wantTLS: true,
 			extra: map[string]string{"host": "localhost", "sslrootcert": srv.pki.caFile,
 				"sslcert": string(srv.pki.clientCertPEM), "sslkey": srv.pki.clientKeyFile}},

@@ -55,9 +55,14 @@ var (
 	roleReplicator = role{"repl_user", "repl-Secret-9x"}
 	roleMD5inSCRAM = role{"md5_in_scram", "md5scram-Secret-10"} // stored md5, hba scram: fails
 	roleBackup     = role{"backup_user", "backup-Secret-11"}    // may start backups, set up replication origins
+	// A ligature (NFKC changes it) beside a character unassigned in Unicode
+	// 3.2: SASLprep then leaves the password as it is.
+	roleUnicodeNew = role{"unicode_new_user", "\ufb01\U0001F600-Secret-12"} // emoji: Unicode 6.1
+	roleUnicode40  = role{"unicode_40_user", "\ufb01\u0221-Secret-13"}      // U+0221: Unicode 4.0
 
 	allRoles = []role{roleSCRAM, roleMD5, roleMD5SCRAM, rolePassword, rolePasswordM, roleTrust, roleSSLOnly,
-		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM, roleBackup}
+		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM, roleBackup,
+		roleUnicodeNew, roleUnicode40}
 )
 
 const testDB = "appdb"

@@ -5,14 +5,15 @@ package pg
 // mapped and NFKC-normalized, and if the input is not valid UTF-8 or the
 // result contains a prohibited character, the raw bytes are used instead
 // (which is what the server did when it stored the password).
-//
-// Limitation: unassigned code points are judged with Go's Unicode tables
-// rather than Unicode 3.2's (RFC 3454 table A.1), so a password with a
-// character assigned after Unicode 3.2 is normalized here where PostgreSQL
-// would use its raw bytes.
+// Code points unassigned in Unicode 3.2 (RFC 3454 table A.1, in
+// unassigned32.go) count as prohibited, as in PostgreSQL, so a password
+// with a character assigned later (an emoji, say) is used raw by both.
+// NFKC itself uses the newer Unicode tables of golang.org/x/text.
+
+//go:generate python3 gen_unassigned.py
 
 import (
-	"unicode"
+	"sort"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/bidi"
@@ -100,7 +101,7 @@ func saslPrepAllowed(s []byte) bool {
 		}
 		i += n
 		last = r
-		if inRanges(r, prohibited) || isNonCharacter(r) || !isAssigned(r) {
+		if inRanges(r, prohibited) || isNonCharacter(r) || unassignedIn32(r) {
 			return false
 		}
 		p, _ := bidi.LookupRune(r)
@@ -124,6 +125,8 @@ func isRandAL(r rune) bool {
 	return p.Class() == bidi.R || p.Class() == bidi.AL
 }
 
-func isAssigned(r rune) bool {
-	return r < utf8.RuneSelf || unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.C)
+// unassignedIn32 reports whether r was unassigned in Unicode 3.2.
+func unassignedIn32(r rune) bool {
+	i := sort.Search(len(unassigned32), func(i int) bool { return unassigned32[i].hi >= r })
+	return i < len(unassigned32) && unassigned32[i].lo <= r
 }

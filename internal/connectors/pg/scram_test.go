@@ -154,6 +154,10 @@ func TestSASLPrep(t *testing.T) {
 		{"invalid utf8 keeps raw", "a\xff\xfe", "a\xff\xfe"},
 		{"bidi mixed keeps raw", "a\u05d0", "a\u05d0"},
 		{"rtl only", "\u05d0\u05d1", "\u05d0\u05d1"},
+		{"unassigned in unicode 3.2 keeps raw", "\ufb01\U0001F600", "\ufb01\U0001F600"},
+		{"unicode 4.0 character keeps raw", "\ufb01\u0221", "\ufb01\u0221"},
+		{"last range", "\ufb01\U000E0080", "\ufb01\U000E0080"},
+		{"assigned in unicode 3.2", "\ufb01\u0220", "fi\u0220"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
