@@ -130,7 +130,8 @@
 // the certificate's signature algorithm defines one). The server's SCRAM
 // signature is verified before AuthenticationOk is believed. GSSAPI, SSPI,
 // Kerberos and other SASL mechanisms get a FATAL error. SCRAM passwords are
-// SASLprep'ed as PostgreSQL does (see saslprep.go for one limitation).
+// SASLprep'ed as PostgreSQL does (with RFC 3454's Unicode 3.2 table of
+// unassigned code points; NFKC uses newer Unicode tables, as PostgreSQL's).
 //
 // SCRAM's expensive key derivation (PBKDF2 with the server's salt and
 // iteration count) is cached: the ClientKey and ServerKey are stored under
