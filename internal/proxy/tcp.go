@@ -126,7 +126,7 @@ func (s *TCPService) refuse(c net.Conn, reason tcp.RefuseReason) {
 	defer func() { _ = recover() }()
 	deadline := time.Now().Add(RefuseTimeout)
 	_ = c.SetDeadline(deadline)
-	r.Refuse(&handshakeConn{Conn: c, deadline: deadline}, reason)
+	r.Refuse(tcp.WithHandshakeDeadline(c, deadline), reason)
 }
 
 func isTemporary(err error) bool {
@@ -249,7 +249,7 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 			target, reason, err = nil, metrics.ReasonPanic, Redact(fmt.Errorf("connector panicked: %v", r), creds)
 		}
 	}()
-	target, err = s.Connector.Connect(&handshakeConn{Conn: client, deadline: deadline}, creds)
+	target, err = s.Connector.Connect(tcp.WithHandshakeDeadline(client, deadline), creds)
 	if !timer.Stop() {
 		if target != nil {
 			_ = target.Close()
@@ -275,17 +275,6 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	_ = target.SetDeadline(time.Time{})
 	return target, "", nil
 }
-
-// handshakeConn is the client connection as Connect sees it: the client,
-// plus the deadline at which authenticate closes it (tcp.HandshakeDeadliner).
-type handshakeConn struct {
-	net.Conn
-	deadline time.Time
-}
-
-func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
-
-var _ tcp.HandshakeDeadliner = (*handshakeConn)(nil)
 
 // abandonAfter is how long Shutdown waits, after its deadline and closing
 // every connection, for goroutines stuck in a connector.

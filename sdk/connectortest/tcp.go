@@ -109,7 +109,7 @@ func (k *TCP) Start(t testing.TB, creds Credentials) *Session {
 		logged := k.logger.count()
 		deadline := time.Now().Add(k.opts.handshakeTimeout())
 		_ = brokerSide.SetDeadline(deadline)
-		hs := &handshakeConn{Conn: brokerSide, deadline: deadline}
+		hs := tcp.WithHandshakeDeadline(brokerSide, deadline)
 		var backend net.Conn
 		var cerr error
 		perr := call("Connect", func() { backend, cerr = k.connector.Connect(hs, values) })
@@ -126,7 +126,7 @@ func (k *TCP) Start(t testing.TB, creds Credentials) *Session {
 		case backend == nil:
 			breach(t, "Connect returned neither a connection nor an error")
 			s.err = errors.New("Connect returned neither a connection nor an error")
-		case backend == brokerSide || backend == net.Conn(hs):
+		case backend == brokerSide || backend == hs:
 			breach(t, "Connect returned the client connection as the target connection")
 			s.err = errors.New("Connect returned the client connection")
 			backend = nil
@@ -193,23 +193,12 @@ func (k *TCP) Refuse(t testing.TB, reason tcp.RefuseReason) (client net.Conn, im
 	}
 	deadline := time.Now().Add(RefuseTimeout)
 	_ = brokerSide.SetDeadline(deadline)
-	if err := call("Refuse", func() { r.Refuse(&handshakeConn{Conn: brokerSide, deadline: deadline}, reason) }); err != nil {
+	if err := call("Refuse", func() { r.Refuse(tcp.WithHandshakeDeadline(brokerSide, deadline), reason) }); err != nil {
 		breach(t, "%v", err)
 	}
 	brokerSide.Close()
 	return client, true
 }
-
-// handshakeConn is the client connection as the broker hands it to Connect
-// and Refuse: it reports the broker's deadline (tcp.HandshakeDeadliner).
-type handshakeConn struct {
-	net.Conn
-	deadline time.Time
-}
-
-func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
-
-var _ tcp.HandshakeDeadliner = (*handshakeConn)(nil)
 
 // tcpPair returns both ends of a loopback TCP connection: the end accepted
 // by a listener first, as the broker's listener accepts the client.

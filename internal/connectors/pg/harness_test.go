@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/secretless-broker/secretless-broker/internal/relay"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 	"github.com/secretless-broker/secretless-broker/sdk/log"
 )
 
@@ -89,14 +90,16 @@ func (s *service) serve(l net.Listener) {
 		}
 		bt := s.brokerTimeout
 		s.mu.Unlock()
-		var cc net.Conn = c
+		// As the broker does: Connect gets the connection with its
+		// handshake deadline, which brokerTimeout enforces when set.
+		d := time.Now().Add(30 * time.Second)
 		if bt > 0 {
-			d := time.Now().Add(bt)
+			d = time.Now().Add(bt)
 			_ = c.SetDeadline(d)
-			cc = &brokerConn{Conn: c, deadline: d}
 			timer := time.AfterFunc(bt, func() { _ = c.Close() })
 			defer timer.Stop()
 		}
+		cc := tcp.WithHandshakeDeadline(c, d)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -115,14 +118,6 @@ func (s *service) serve(l net.Listener) {
 		}()
 	}
 }
-
-// brokerConn is a client connection as the broker hands it to Connect.
-type brokerConn struct {
-	net.Conn
-	deadline time.Time
-}
-
-func (c *brokerConn) HandshakeDeadline() time.Time { return c.deadline }
 
 // setCred changes (or with value "" removes) one credential for the
 // following connections.

@@ -1,7 +1,9 @@
 package tcp
 
 import (
+	"errors"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -27,3 +29,37 @@ func HandshakeDeadline(clientConn net.Conn) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// WithHandshakeDeadline returns c as the broker hands it to Connect and
+// Refuse: a net.Conn that also reports deadline (HandshakeDeadliner),
+// gives c back from NetConn, and, when c is a socket, its file descriptor
+// through SyscallConn (to peek at pending bytes, for example). It does not
+// set c's deadlines. Tests of a connector can use it to run Connect as the
+// broker does.
+func WithHandshakeDeadline(c net.Conn, deadline time.Time) net.Conn {
+	return &handshakeConn{Conn: c, deadline: deadline}
+}
+
+type handshakeConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
+
+// NetConn returns the connection the broker accepted.
+func (c *handshakeConn) NetConn() net.Conn { return c.Conn }
+
+var errNoSyscallConn = errors.New("the client connection is not a socket")
+
+func (c *handshakeConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errNoSyscallConn
+}
+
+var (
+	_ HandshakeDeadliner = (*handshakeConn)(nil)
+	_ syscall.Conn       = (*handshakeConn)(nil)
+)
