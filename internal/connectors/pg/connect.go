@@ -153,8 +153,22 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		up.forward = pooled.forward
 		conn = &pooledConn{targetConn: tc, pool: s.c.pool, ic: pooled, status: 'I', cancels: s.c.cancels, cancel: ct}
 	}
+	// TLS to the client: the broker relays the raw socket to one end of a
+	// socket pair, and we relay the decrypted stream from the other end.
+	// The pair is made before the client hears that it is logged in.
+	var inner, outer net.Conn
+	if s.sw != nil {
+		if inner, outer, err = streamPair(); err != nil {
+			_ = conn.Close()
+			return nil, newError(ErrClientTLS, codeUnableToConnect, "cannot relay the client's TLS session", err)
+		}
+	}
 	if _, err := s.client.Write(up.forward); err != nil {
 		_ = conn.Close()
+		if inner != nil {
+			_ = inner.Close()
+			_ = outer.Close()
+		}
 		return nil, newError(ErrClientProtocol, "", "client went away during the startup", err)
 	}
 	if s.c.logger.DebugEnabled() {
@@ -170,16 +184,28 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	if s.sw == nil {
 		return conn, nil
 	}
-	// TLS to the client: the broker relays the raw socket to one end of a
-	// socket pair, and we relay the decrypted stream from the other end.
-	inner, outer, err := streamPair()
-	if err != nil {
-		_ = conn.Close()
-		return nil, newError(ErrClientTLS, "", "cannot relay the client's TLS session", err)
-	}
 	s.sw.switchTo(inner)
-	go relay.Pipe(s.client, conn)
+	go relay.Pipe(&tlsClient{Conn: s.client.(*tls.Conn), transport: inner}, conn)
 	return outer, nil
+}
+
+// tlsClient is the client's TLS session as its relay sees it: when the
+// server's side ends, CloseWrite sends close_notify and then half-closes
+// the socket pair under the session, so the broker passes a FIN on to the
+// client, as a server's own TLS session end would.
+type tlsClient struct {
+	*tls.Conn
+	transport net.Conn
+}
+
+func (c *tlsClient) CloseWrite() error {
+	err := c.Conn.CloseWrite()
+	if cw, ok := c.transport.(closeWriter); ok {
+		if cerr := cw.CloseWrite(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }
 
 // startupParams builds the parameters sent to the server: the client's,

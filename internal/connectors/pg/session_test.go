@@ -500,3 +500,53 @@ func TestClientHalfClose(t *testing.T) {
 		})
 	}
 }
+
+// TestServerEndReachesTLSClient: when the server ends a client-TLS session
+// (after the client's Terminate, or pg_terminate_backend), the client gets
+// close_notify and then a FIN, as from the server directly, while it keeps
+// its own socket open.
+func TestServerEndReachesTLSClient(t *testing.T) {
+	srv := needServer(t)
+	tlsCfg := fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
+	for _, tc := range []struct{ name, config string }{
+		{"tls client", tlsCfg},
+		{"tls client, serverPool", tlsCfg + "serverPool: {maxIdle: 2}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
+			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := raw.Write(encodeRequest(sslRequestCode)); err != nil {
+				t.Fatal(err)
+			}
+			var b [1]byte
+			if _, err := io.ReadFull(raw, b[:]); err != nil || b[0] != 'S' {
+				t.Fatalf("SSLRequest answered %q, %v", b[:], err)
+			}
+			c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+			fe := pgproto3.NewFrontend(c, c)
+			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+				Parameters: map[string]string{"user": "anyone", "database": testDB}})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			readUntilReady(t, c)
+			fe.Send(&pgproto3.Terminate{})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("after Terminate the TLS session gave %d bytes, %v; want close_notify", n, err)
+			}
+			_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if n, err := raw.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("after close_notify the socket gave %d bytes, %v; want a FIN", n, err)
+			}
+		})
+	}
+}
