@@ -114,9 +114,12 @@
 // The server's BackendKeyData is relayed to the client unchanged (clients
 // need the real process id, for example to recognise their own
 // notifications; with serverPool, below, only the secret is replaced),
-// and the connector remembers, per service, which server
-// (address and TLS settings) each key belongs to until the session's server
-// connection closes. A CancelRequest arriving on a new client connection is
+// and the connector remembers which server (address and TLS settings)
+// each key belongs to until the session's server connection closes. The
+// keys of all pg services of the broker are in one table, as a PostgreSQL
+// server matches a key whatever its session's database or role: so a
+// cancel still finds a session that was opened before a reload changed
+// its service. A CancelRequest arriving on a new client connection is
 // forwarded to that server, over TLS if the session used TLS; one with an
 // unknown key is dropped, as PostgreSQL does. Connect then returns a
 // connection that reads as end-of-file, so the broker's relay ends as soon

@@ -36,7 +36,7 @@ func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
 	if logger == nil {
 		logger = nopLogger{}
 	}
-	c := &pgConnector{logger: logger, cancels: newCancelRegistry()}
+	c := &pgConnector{logger: logger, cancels: liveSessions}
 	cfg, err := parseConfig(rawCfg)
 	if err != nil {
 		logger.Errorf("pg: %v", err)
@@ -50,6 +50,13 @@ func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
 	}
 	return c
 }
+
+// liveSessions is the cancel registry of every pg service in the process.
+// A reload that changes a service builds a new connector while the old
+// one's sessions go on; a CancelRequest for them (arriving on the new
+// connector's listener) must still find them. PostgreSQL, too, matches a
+// cancel key whatever the database or role of its session.
+var liveSessions = newCancelRegistry()
 
 // pgConnector is the connector of one service.
 type pgConnector struct {

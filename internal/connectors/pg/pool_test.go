@@ -776,3 +776,41 @@ func TestServerPoolGreeting(t *testing.T) {
 		t.Fatalf("greeting TimeZone %q (was %q before the reload), want Asia/Tokyo", got, before)
 	}
 }
+
+// TestCancelAcrossConnectors: a CancelRequest reaches a session that another
+// connector of the process opened, as after a reload that changed the
+// session's service (the new connector serves the listener).
+func TestCancelAcrossConnectors(t *testing.T) {
+	srv := needServer(t)
+	for _, config := range []string{"", poolConfig} {
+		t.Run("config "+strings.TrimSpace(config), func(t *testing.T) {
+			before := newService(t, baseCreds(srv, roleSCRAM, "disable"), config)
+			after := newService(t, baseCreds(srv, roleSCRAM, "disable"), config)
+			rc := rawDial(t, before, nil)
+			rc.fe.Send(&pgproto3.Query{String: "select pg_sleep(20)"})
+			if err := rc.fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			start := time.Now()
+			if err := sendCancel(after, rc.pid, rc.key); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				m, err := rc.fe.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e, ok := m.(*pgproto3.ErrorResponse); ok {
+					if e.Code != "57014" {
+						t.Fatalf("got %s %s, want 57014", e.Code, e.Message)
+					}
+					break
+				}
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("the cancel took %s", d)
+			}
+		})
+	}
+}
