@@ -266,11 +266,15 @@ func (s *session) readClientStartup() (*startupPacket, error) {
 		}
 		pkt, err := readStartupPacket(s.client, hdr[:])
 		if err != nil {
-			msg := "invalid startup packet"
-			if errors.Is(err, errBadLength) {
-				msg = "invalid length of startup packet"
+			switch {
+			case errors.Is(err, errBadLength):
+				return nil, newError(ErrClientProtocol, codeProtocolViolation, "invalid length of startup packet", err)
+			case isTimeout(err):
+				return nil, newError(ErrClientProtocol, codeProtocolViolation, "timeout: the client did not send its whole startup packet in time", err)
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				return nil, newError(ErrClientProtocol, "", "incomplete startup packet", err) // nobody to tell
 			}
-			return nil, newError(ErrClientProtocol, codeProtocolViolation, msg, err)
+			return nil, newError(ErrClientProtocol, codeProtocolViolation, "invalid startup packet", err)
 		}
 		switch pkt.kind {
 		case kindSSLRequest, kindGSSEncRequest:

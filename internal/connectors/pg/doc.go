@@ -163,7 +163,9 @@
 // state reset by DISCARD ALL: prepared statements, cursors, temporary
 // tables, LISTENs, advisory locks and SET values are gone. What remains is
 // the backend process itself (pg_backend_pid(), backend_start, its
-// statistics), and session state that DISCARD ALL does not know about:
+// statistics, libraries loaded with LOAD or by an extension, with their
+// settings, and the name of its temporary schema, pg_my_temp_schema()), and
+// session state that DISCARD ALL does not know about:
 // extensions' and procedural languages' own (dblink connections, PL/Python
 // GD and SD, PL/Perl %_SHARED) and the existence, with an empty value, of
 // custom placeholder settings (SET myapp.x). Settings that apply when a
@@ -172,7 +174,9 @@
 // reach a pooled backend only when it is replaced, after maxLifetime at
 // the latest. Use serverPool only where that is acceptable.
 //
-// The reset also looks for state that DISCARD ALL leaves and that the end
+// The reset also reseeds random() from a random value (DISCARD ALL keeps
+// the generator's state, so a setseed would decide the next client's
+// numbers), and looks for state that DISCARD ALL leaves and that the end
 // of a session would clear: a replication slot the backend holds (a
 // temporary one made with pg_create_physical_replication_slot or
 // pg_create_logical_replication_slot) and, for roles allowed to use them, a

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -435,6 +436,9 @@ func (ic *idleConn) reset() error {
 		sel.WriteString("pg_catalog.current_setting('" + strings.ReplaceAll(p.key, "'", "''") + "', true), ")
 	}
 	sel.WriteString(leftoverProbe)
+	// DISCARD ALL keeps the random() generator's state: a client that
+	// called setseed would know what the next client's random() returns.
+	sel.WriteString(", pg_catalog.setseed(" + randomSeed() + ")")
 	if out, err = (&pgproto3.Query{String: sel.String()}).Encode(out); err != nil {
 		return err
 	}
@@ -455,8 +459,8 @@ func (ic *idleConn) reset() error {
 	if err != nil {
 		return err
 	}
-	if len(row) != len(ic.params)+3 {
-		return fmt.Errorf("%d values for %d settings and 3 checks", len(row), len(ic.params))
+	if len(row) != len(ic.params)+4 {
+		return fmt.Errorf("%d values for %d settings, 3 checks and a seed", len(row), len(ic.params))
 	}
 	for i := range ic.params {
 		if row[i] != nil {
@@ -484,6 +488,14 @@ func (ic *idleConn) reset() error {
 		return errors.New("unexpected data after the reset")
 	}
 	return ic.conn.SetDeadline(time.Time{})
+}
+
+// randomSeed returns a random setseed argument in [-1, 1].
+func randomSeed() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	v := float64(binary.BigEndian.Uint64(b[:])>>11)/float64(1<<53)*2 - 1
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
 // leftoverProbe ends the reset's SELECT: does the backend hold a

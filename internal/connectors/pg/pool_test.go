@@ -49,6 +49,9 @@ func closeConn(t *testing.T, c *pgx.Conn) {
 // its state reset; everything else gets a new backend.
 func TestServerPool(t *testing.T) {
 	srv := needServer(t)
+	// What random() gives first after setseed(0.5), in a session of its own.
+	var seeded string
+	srv.queryRow(t, &seeded, "with s as materialized (select setseed(0.5)) select random()::text from s")
 	for _, sslmode := range []string{"disable", "require"} {
 		t.Run("reused and reset/"+sslmode, func(t *testing.T) {
 			t.Parallel()
@@ -62,6 +65,7 @@ func TestServerPool(t *testing.T) {
 				"create temp table tt(a int)",
 				"listen chan",
 				"select pg_advisory_lock(42)",
+				"select setseed(0.5)",
 			} {
 				if _, err := c1.Exec(context.Background(), sql); err != nil {
 					t.Fatalf("%s: %v", sql, err)
@@ -94,7 +98,9 @@ func TestServerPool(t *testing.T) {
 				"select coalesce(to_regclass('pg_temp.tt')::text, 'none')":           "none",
 				"select count(*)::text from pg_listening_channels()":                 "0",
 				"select count(*)::text from pg_locks where locktype = 'advisory'":    "0",
-				"select current_user": roleSCRAM.name,
+				// the first client's setseed does not decide this random()
+				"select (random() <> " + seeded + ")::text": "true",
+				"select current_user":                       roleSCRAM.name,
 			}
 			for sql, want := range checks {
 				if got := queryString(t, c2, sql); got != want {

@@ -209,6 +209,18 @@ func TestClientProtocol(t *testing.T) {
 			t.Errorf("code %s", code)
 		}
 	})
+	t.Run("client stalls inside its startup packet", func(t *testing.T) {
+		slow := newService(t, baseCreds(srv, roleSCRAM, "disable"), "handshakeTimeout: 300ms")
+		c := dialService(t, slow)
+		pkt := startupBytes(t, v30, "user", "x", "database", testDB)
+		if _, err := c.Write(pkt[:len(pkt)-3]); err != nil {
+			t.Fatal(err)
+		}
+		code, msg := readErrorResponse(t, c)
+		if code != codeProtocolViolation || !strings.Contains(msg, "did not send its whole startup packet in time") {
+			t.Errorf("got %s %q", code, msg)
+		}
+	})
 	t.Run("client that sends nothing", func(t *testing.T) {
 		c := dialService(t, svc)
 		c.Close()
