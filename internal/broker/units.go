@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -145,6 +146,13 @@ func (u *tcpUnit) serve(b *Broker) {
 func (u *tcpUnit) shutdown(ctx context.Context) error {
 	err := u.ts.Shutdown(ctx)
 	<-u.done
+	// A connector may hold resources beyond its connections (the pg
+	// connector's idle server sessions): it is closed with its service.
+	if c, ok := u.svc.connector.(io.Closer); ok {
+		if cerr := c.Close(); cerr != nil {
+			u.ts.Logger.Warn("closing the connector failed", "service", u.svc.cfg.Name, "error", cerr)
+		}
+	}
 	return err
 }
 

@@ -203,8 +203,9 @@
 // former client of the same backend cannot cancel a later client's query.
 // The pool key is an HMAC, under a random per-process key, of every
 // credential value and every startup parameter, so a rotated password is
-// never served a connection opened with the old one. Connections kept for
-// a service that a reload removes or changes close after idleTimeout. With
+// never served a connection opened with the old one. Idle connections of
+// a service close when the service stops (shutdown, or a reload that
+// removes or changes it). With
 // serverPool, the relay reads the server connection through the wrapper
 // that follows message boundaries, so COPY through such a service is not
 // spliced.

@@ -5,6 +5,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 	"github.com/secretless-broker/secretless-broker/sdk/log"
+	"io"
 )
 
 // ID is the connector id that services name in their "connector" key.
@@ -49,6 +50,16 @@ func newConnector(rawCfg []byte, logger log.Logger) *pgConnector {
 		c.pool = newServerPool(cfg.poolMaxIdle, cfg.poolIdleTimeout, cfg.poolMaxLifetime, logger)
 	}
 	return c
+}
+
+// Close ends the service's idle pooled server sessions, each with a
+// Terminate. The broker calls it once the service has stopped (at shutdown,
+// or when a reload replaces the service).
+func (c *pgConnector) Close() error {
+	if c.pool != nil {
+		c.pool.closeAll()
+	}
+	return nil
 }
 
 // liveSessions is the cancel registry of every pg service in the process.
@@ -105,5 +116,6 @@ var (
 	_ tcp.Plugin    = plugin{}
 	_ tcp.Validator = plugin{}
 	_ tcp.Connector = (*pgConnector)(nil)
+	_ io.Closer     = (*pgConnector)(nil)
 	_ log.Logger    = nopLogger{}
 )

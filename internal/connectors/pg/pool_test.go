@@ -820,3 +820,21 @@ func TestCancelAcrossConnectors(t *testing.T) {
 		})
 	}
 }
+
+// TestServerPoolClose: closing the connector (as the broker does when its
+// service stops) ends the idle server sessions.
+func TestServerPoolClose(t *testing.T) {
+	srv := needServer(t)
+	svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+	c := svc.connect(t, "")
+	pid := backendPID(t, c)
+	closeConn(t, c)
+	waitPool(t, svc, 1)
+	if err := svc.conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitBackendGone(t, srv, pid)
+	if n := svc.conn.pool.size(); n != 0 {
+		t.Fatalf("pool size %d after Close", n)
+	}
+}

@@ -16,7 +16,10 @@ import (
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
-// Connector authenticates one client connection to the target.
+// Connector authenticates one client connection to the target. A Connector
+// that also implements io.Closer is closed once its service has stopped (at
+// shutdown, or when a reload replaces or removes the service), for
+// resources it keeps beyond single connections.
 type Connector interface {
 	// Connect is called once per accepted client connection. It returns the
 	// target connection, ready for a plain byte relay. On error the broker
