@@ -458,27 +458,7 @@ func TestClientHalfClose(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
-			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
-			var c net.Conn = raw
-			if tc.tls {
-				if _, err := raw.Write(encodeRequest(sslRequestCode)); err != nil {
-					t.Fatal(err)
-				}
-				var b [1]byte
-				if _, err := io.ReadFull(raw, b[:]); err != nil || b[0] != 'S' {
-					t.Fatalf("SSLRequest answered %q, %v", b[:], err)
-				}
-				tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-				if err := tc.Handshake(); err != nil {
-					t.Fatal(err)
-				}
-				c = tc
-			}
+			raw, c := dialClient(t, svc, tc.tls)
 			fe := pgproto3.NewFrontend(c, c)
 			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
 				Parameters: map[string]string{"user": "anyone", "database": testDB}})
@@ -515,20 +495,7 @@ func TestServerEndReachesTLSClient(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
-			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := raw.Write(encodeRequest(sslRequestCode)); err != nil {
-				t.Fatal(err)
-			}
-			var b [1]byte
-			if _, err := io.ReadFull(raw, b[:]); err != nil || b[0] != 'S' {
-				t.Fatalf("SSLRequest answered %q, %v", b[:], err)
-			}
-			c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+			raw, c := dialClient(t, svc, true)
 			fe := pgproto3.NewFrontend(c, c)
 			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
 				Parameters: map[string]string{"user": "anyone", "database": testDB}})
@@ -549,4 +516,32 @@ func TestServerEndReachesTLSClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialClient connects to the service's TCP listener, over TLS (after an
+// SSLRequest) when useTLS is set. It returns the socket and the connection
+// to speak the protocol on (the socket itself, or the TLS session on it).
+func dialClient(t *testing.T, svc *service, useTLS bool) (raw, c net.Conn) {
+	t.Helper()
+	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+	if !useTLS {
+		return raw, raw
+	}
+	if _, err := raw.Write(encodeRequest(sslRequestCode)); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(raw, b[:]); err != nil || b[0] != 'S' {
+		t.Fatalf("SSLRequest answered %q, %v", b[:], err)
+	}
+	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return raw, tc
 }
