@@ -666,10 +666,7 @@ func TestServerPoolRetires(t *testing.T) {
 			}
 		}
 		closeConn(t, c2)
-		waitBackendGone(t, srv, pid)
-		if n := svc.conn.pool.size(); n != 0 {
-			t.Fatalf("pool size %d", n)
-		}
+		waitRetired(t, srv, svc, pid)
 	})
 
 	t.Run("a matched cancel key", func(t *testing.T) {
@@ -682,10 +679,7 @@ func TestServerPoolRetires(t *testing.T) {
 		rc.terminate()
 		// Such a cancel may reach the server after the next client
 		// started, so the backend must not serve one.
-		waitBackendGone(t, srv, rc.pid)
-		if n := svc.conn.pool.size(); n != 0 {
-			t.Fatalf("pool size %d", n)
-		}
+		waitRetired(t, srv, svc, rc.pid)
 	})
 
 	t.Run("cancel racing a Terminate never hits the next client", func(t *testing.T) {
@@ -729,10 +723,7 @@ func TestServerPoolRetires(t *testing.T) {
 		}
 		rc.terminate()
 		// The Terminate goes to the server, which ends the session now.
-		waitBackendGone(t, srv, rc.pid)
-		if n := svc.conn.pool.size(); n != 0 {
-			t.Fatalf("pool size %d", n)
-		}
+		waitRetired(t, srv, svc, rc.pid)
 	})
 
 	t.Run("maxLifetime", func(t *testing.T) {
@@ -836,5 +827,15 @@ func TestServerPoolClose(t *testing.T) {
 	waitBackendGone(t, srv, pid)
 	if n := svc.conn.pool.size(); n != 0 {
 		t.Fatalf("pool size %d after Close", n)
+	}
+}
+
+// waitRetired waits until the server session of pid is gone, and checks
+// that the pool kept nothing.
+func waitRetired[P uint32 | string](t *testing.T, srv *pgServer, svc *service, pid P) {
+	t.Helper()
+	waitBackendGone(t, srv, pid)
+	if n := svc.conn.pool.size(); n != 0 {
+		t.Fatalf("pool size %d", n)
 	}
 }
