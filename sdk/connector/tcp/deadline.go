@@ -32,9 +32,9 @@ func HandshakeDeadline(clientConn net.Conn) (time.Time, bool) {
 
 // WithHandshakeDeadline returns c as the broker hands it to Connect and
 // Refuse: a net.Conn that also reports deadline (HandshakeDeadliner),
-// gives c back from NetConn, and, when c is a socket, its file descriptor
-// through SyscallConn (to peek at pending bytes, for example). It does not
-// set c's deadlines. Tests of a connector can use it to run Connect as the
+// gives c back from NetConn, and passes on c's CloseWrite and, when c is a
+// socket, its file descriptor through SyscallConn (to peek at pending
+// bytes, for example). It does not set c's deadlines. Tests of a connector can use it to run Connect as the
 // broker does.
 func WithHandshakeDeadline(c net.Conn, deadline time.Time) net.Conn {
 	return &handshakeConn{Conn: c, deadline: deadline}
@@ -50,7 +50,18 @@ func (c *handshakeConn) HandshakeDeadline() time.Time { return c.deadline }
 // NetConn returns the connection the broker accepted.
 func (c *handshakeConn) NetConn() net.Conn { return c.Conn }
 
-var errNoSyscallConn = errors.New("the client connection is not a socket")
+var (
+	errNoSyscallConn = errors.New("the client connection is not a socket")
+	errNoCloseWrite  = errors.New("the client connection cannot be half-closed")
+)
+
+// CloseWrite half-closes c, when c can be.
+func (c *handshakeConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNoCloseWrite
+}
 
 func (c *handshakeConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {

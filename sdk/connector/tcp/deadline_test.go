@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -35,5 +36,42 @@ func TestHandshakeDeadline(t *testing.T) {
 				t.Fatalf("HandshakeDeadline = %v, %v; want %v, %v", got, ok, tt.want, tt.wantOK)
 			}
 		})
+	}
+}
+
+func TestWithHandshakeDeadline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	at := time.Now().Add(time.Minute)
+	w := WithHandshakeDeadline(c, at)
+	if d, ok := HandshakeDeadline(w); !ok || !d.Equal(at) {
+		t.Errorf("HandshakeDeadline = %v, %v", d, ok)
+	}
+	if nc := w.(interface{ NetConn() net.Conn }).NetConn(); nc != c {
+		t.Error("NetConn does not give the connection back")
+	}
+	if _, err := w.(syscall.Conn).SyscallConn(); err != nil {
+		t.Errorf("SyscallConn of a TCP connection: %v", err)
+	}
+	if err := w.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Errorf("CloseWrite of a TCP connection: %v", err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	p := WithHandshakeDeadline(a, at)
+	if _, err := p.(syscall.Conn).SyscallConn(); err == nil {
+		t.Error("SyscallConn of a pipe succeeded")
+	}
+	if err := p.(interface{ CloseWrite() error }).CloseWrite(); err == nil {
+		t.Error("CloseWrite of a pipe succeeded")
 	}
 }
