@@ -142,11 +142,7 @@ func TestServerPool(t *testing.T) {
 			t.Fatal("division by zero succeeded")
 		}
 		closeConn(t, c1)
-		waitPool(t, svc, 1)
-		c2 := svc.connect(t, "")
-		if got := backendPID(t, c2); got != pid {
-			t.Fatalf("backend %s, want the reused %s", got, pid)
-		}
+		reusedConn(t, svc, pid)
 	})
 
 	t.Run("open transaction is not reused", func(t *testing.T) {
@@ -159,10 +155,7 @@ func TestServerPool(t *testing.T) {
 		}
 		closeConn(t, c1)
 		// The old backend goes away: its transaction is rolled back.
-		waitBackendGone(t, srv, pid)
-		if n := svc.conn.pool.size(); n != 0 {
-			t.Fatalf("pool holds %d connections", n)
-		}
+		waitRetired(t, srv, svc, pid)
 		c2 := svc.connect(t, "")
 		if got := backendPID(t, c2); got == pid {
 			t.Fatal("a session left in a transaction was reused")
@@ -198,11 +191,7 @@ func TestServerPool(t *testing.T) {
 			t.Fatalf("after Terminate: read %d bytes, %v; want EOF", n, err)
 		}
 		_ = nc.Close()
-		waitPool(t, svc, 1)
-		c2 := svc.connect(t, "")
-		if got := backendPID(t, c2); got != pid {
-			t.Fatalf("backend %s, want the pooled %s", got, pid)
-		}
+		reusedConn(t, svc, pid)
 	})
 
 	t.Run("Terminate behind a query is forwarded", func(t *testing.T) {
@@ -631,11 +620,7 @@ func TestServerPoolRetires(t *testing.T) {
 			// Twice: the first reset learns the role's privileges, the
 			// second checks them in the same round trip as DISCARD ALL.
 			for round := 1; round <= 2; round++ {
-				waitPool(t, svc, 1)
-				c2 := svc.connect(t, "")
-				if got := backendPID(t, c2); got != pid {
-					t.Fatalf("round %d: backend %s not reused (was %s)", round, got, pid)
-				}
+				c2 := reusedConn(t, svc, pid)
 				var ok bool
 				if err := c2.QueryRow(context.Background(), tc.check).Scan(&ok); err != nil || !ok {
 					t.Fatalf("round %d: %s: %v, %v", round, tc.check, ok, err)
@@ -764,11 +749,7 @@ func TestServerPoolGreeting(t *testing.T) {
 	}
 	pid := backendPID(t, c1)
 	closeConn(t, c1)
-	waitPool(t, svc, 1)
-	c2 := svc.connect(t, "")
-	if got := backendPID(t, c2); got != pid {
-		t.Fatalf("backend %s, want the pooled %s", got, pid)
-	}
+	c2 := reusedConn(t, svc, pid)
 	if got := c2.PgConn().ParameterStatus("TimeZone"); got != "Asia/Tokyo" {
 		t.Fatalf("greeting TimeZone %q (was %q before the reload), want Asia/Tokyo", got, before)
 	}
@@ -838,4 +819,16 @@ func waitRetired[P uint32 | string](t *testing.T, srv *pgServer, svc *service, p
 	if n := svc.conn.pool.size(); n != 0 {
 		t.Fatalf("pool size %d", n)
 	}
+}
+
+// reusedConn waits until the pool holds one connection, connects, and
+// checks that the session runs on the pooled backend pid.
+func reusedConn(t *testing.T, svc *service, pid string) *pgx.Conn {
+	t.Helper()
+	waitPool(t, svc, 1)
+	c := svc.connect(t, "")
+	if got := backendPID(t, c); got != pid {
+		t.Fatalf("backend %s, want the pooled %s", got, pid)
+	}
+	return c
 }
