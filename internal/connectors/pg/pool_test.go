@@ -466,12 +466,7 @@ type rawClient struct {
 
 func rawDial(t *testing.T, svc *service, params map[string]string) *rawClient {
 	t.Helper()
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", svc.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, _ := dialClient(t, svc, false)
 	if params == nil {
 		params = map[string]string{"user": "anyone", "database": testDB}
 	}
