@@ -97,13 +97,20 @@ type running struct {
 
 func start(t *testing.T, cfg string) *running {
 	t.Helper()
+	return startWith(t, cfg, []registry.Entry{echoEntry})
+}
+
+// startWith starts a broker on cfg with extra connectors besides the
+// built-in ones.
+func startWith(t *testing.T, cfg string, extra []registry.Entry) *running {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "secretless.yml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuf{}
 	b, err := Prepare(Options{ConfigFile: file, PluginDir: filepath.Join(t.TempDir(), "none"), HealthAddr: "127.0.0.1:0",
-		ShutdownTimeout: 5 * time.Second, Extra: []registry.Entry{echoEntry},
+		ShutdownTimeout: 5 * time.Second, Extra: extra,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

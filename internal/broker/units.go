@@ -17,6 +17,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/logging"
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
 	"github.com/secretless-broker/secretless-broker/internal/registry"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
 // unit is one listener: a TCP service, or the HTTP services that share one
@@ -130,6 +131,9 @@ func (u *tcpUnit) listen(b *Broker) error {
 		Fetch:            b.fetcher(c.Credentials),
 	}
 	u.done = make(chan struct{})
+	if ic, ok := u.svc.connector.(tcp.IdleCounter); ok && b.metrics != nil {
+		b.metrics.IdleTargets.Add(u, c.Name, ic.IdleConnections)
+	}
 	return nil
 }
 
@@ -152,6 +156,9 @@ func (u *tcpUnit) shutdown(ctx context.Context) error {
 		if cerr := c.Close(); cerr != nil {
 			u.ts.Logger.Warn("closing the connector failed", "service", u.svc.cfg.Name, "error", cerr)
 		}
+	}
+	if u.ts.Metrics != nil {
+		u.ts.Metrics.IdleTargets.Remove(u)
 	}
 	return err
 }

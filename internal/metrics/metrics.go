@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,10 @@ type Metrics struct {
 	PluginLoads         *prometheus.CounterVec   // result
 	Reloads             *prometheus.CounterVec   // result
 	HTTPRequests        *prometheus.CounterVec   // service, code
+
+	// IdleTargets reports target connections that connectors keep open
+	// between clients (the pg connector's serverPool), per service.
+	IdleTargets *IdleTargets
 }
 
 // New creates and registers the metrics.
@@ -65,9 +70,10 @@ func New() *Metrics {
 			Name: "secretless_config_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "secretless_http_requests_total", Help: "HTTP proxy requests, by service and status code."}, []string{"service", "code"}),
+		IdleTargets: newIdleTargets(),
 	}
 	r.MustRegister(m.ConnectionsAccepted, m.ConnectionsActive, m.ConnectionsFailed, m.HandshakeSeconds,
-		m.CredentialSeconds, m.CredentialFailures, m.BytesRelayed, m.PluginLoads, m.Reloads, m.HTTPRequests,
+		m.CredentialSeconds, m.CredentialFailures, m.BytesRelayed, m.PluginLoads, m.Reloads, m.HTTPRequests, m.IdleTargets,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -79,3 +85,59 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveSince records the time since start on h.
 func ObserveSince(h prometheus.Observer, start time.Time) { h.Observe(time.Since(start).Seconds()) }
+
+// IdleTargets is the secretless_target_connections_idle gauge: authenticated
+// target connections a connector holds open for reuse, read from the
+// connectors themselves at each scrape. During a reload the old and the new
+// connector of a service may both hold some; the gauge is their sum.
+type IdleTargets struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	srcs map[any]idleSource
+}
+
+type idleSource struct {
+	service string
+	count   func() int
+}
+
+func newIdleTargets() *IdleTargets {
+	return &IdleTargets{
+		desc: prometheus.NewDesc("secretless_target_connections_idle",
+			"Authenticated target connections kept open between clients for reuse (pg serverPool); they count against the server's connection limit.",
+			[]string{"service"}, nil),
+		srcs: make(map[any]idleSource),
+	}
+}
+
+// Add reports count under service until Remove(key).
+func (g *IdleTargets) Add(key any, service string, count func() int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.srcs[key] = idleSource{service: service, count: count}
+}
+
+// Remove stops reporting the source added under key.
+func (g *IdleTargets) Remove(key any) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.srcs, key)
+}
+
+// Describe implements prometheus.Collector.
+func (g *IdleTargets) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+// Collect implements prometheus.Collector.
+func (g *IdleTargets) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	sums := make(map[string]int)
+	for _, s := range g.srcs {
+		sums[s.service] += s.count()
+	}
+	g.mu.Unlock()
+	for svc, n := range sums {
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(n), svc)
+	}
+}
+
+var _ prometheus.Collector = (*IdleTargets)(nil)

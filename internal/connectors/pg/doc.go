@@ -172,7 +172,9 @@
 // session starts (ALTER ROLE ... SET, ALTER DATABASE ... SET) and changes
 // to the role itself (a new password, NOLOGIN, VALID UNTIL, pg_hba.conf)
 // reach a pooled backend only when it is replaced, after maxLifetime at
-// the latest. Use serverPool only where that is acceptable.
+// the latest. Use serverPool only where that is acceptable. Idle sessions
+// count against the server's max_connections; the broker reports how many
+// each service holds as secretless_target_connections_idle.
 //
 // The reset also reseeds random() from a random value (DISCARD ALL keeps
 // the generator's state, so a setseed would decide the next client's

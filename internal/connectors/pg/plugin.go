@@ -62,6 +62,15 @@ func (c *pgConnector) Close() error {
 	return nil
 }
 
+// IdleConnections is how many idle server sessions the serverPool holds,
+// for the broker's secretless_target_connections_idle gauge.
+func (c *pgConnector) IdleConnections() int {
+	if c.pool == nil {
+		return 0
+	}
+	return c.pool.size()
+}
+
 // liveSessions is the cancel registry of every pg service in the process.
 // A reload that changes a service builds a new connector while the old
 // one's sessions go on; a CancelRequest for them (arriving on the new
@@ -113,9 +122,10 @@ func (nopLogger) Prefix() string                     { return "" }
 func (l nopLogger) CopyWith(string, bool) log.Logger { return l }
 
 var (
-	_ tcp.Plugin    = plugin{}
-	_ tcp.Validator = plugin{}
-	_ tcp.Connector = (*pgConnector)(nil)
-	_ io.Closer     = (*pgConnector)(nil)
-	_ log.Logger    = nopLogger{}
+	_ tcp.Plugin      = plugin{}
+	_ tcp.Validator   = plugin{}
+	_ tcp.Connector   = (*pgConnector)(nil)
+	_ io.Closer       = (*pgConnector)(nil)
+	_ tcp.IdleCounter = (*pgConnector)(nil)
+	_ log.Logger      = nopLogger{}
 )

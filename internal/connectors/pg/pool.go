@@ -269,7 +269,7 @@ func (p *serverPool) closeAll() {
 	}
 }
 
-// size is the number of idle connections, for tests.
+// size is the number of idle connections.
 func (p *serverPool) size() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -19,13 +19,14 @@ import (
 
 const poolConfig = "serverPool: {maxIdle: 4, idleTimeout: 1m}"
 
-// waitPool waits until the service's pool holds n idle connections.
+// waitPool waits until the service's pool holds n idle connections, as
+// the connector reports them for the broker's idle-connections gauge.
 func waitPool(t *testing.T, svc *service, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for svc.conn.pool.size() != n {
+	for svc.conn.IdleConnections() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("pool holds %d idle connections, want %d", svc.conn.pool.size(), n)
+			t.Fatalf("pool holds %d idle connections, want %d", svc.conn.IdleConnections(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -31,6 +31,16 @@ type Connector interface {
 	Connect(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (backendConn net.Conn, err error)
 }
 
+// IdleCounter is an optional interface for a Connector that keeps
+// authenticated target connections open between clients (a pool).
+// IdleConnections is how many it holds now; the broker reports it as the
+// service's secretless_target_connections_idle gauge, calling it at each
+// metrics scrape, from any goroutine, so it must be cheap and safe for
+// concurrent use.
+type IdleCounter interface {
+	IdleConnections() int
+}
+
 // ConnectorFunc adapts an ordinary function to the Connector interface.
 type ConnectorFunc func(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (net.Conn, error)
 
