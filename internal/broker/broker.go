@@ -159,7 +159,7 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 			continue // credential checks read the config block too
 		}
 		if err := validateCredentials(e, s, block); err != nil {
-			problems = append(problems, cfg.ServiceProblem(s, "credentials", "rejected by connector %q: %v", s.Connector, err))
+			problems = append(problems, credentialProblems(cfg, s, err)...)
 		}
 	}
 	if len(problems) > 0 {
@@ -596,6 +596,26 @@ func connectorConfigProblems(cfg *config.Config, s config.Service, err error) []
 			continue
 		}
 		out = append(out, cfg.ConfigKeyProblem(s, "", fmt.Sprintf("rejected by connector %q: %s", s.Connector, line)))
+	}
+	return out
+}
+
+// credentialKeyRE finds "credential NAME: message" (or "credentials.NAME:")
+// in a connector's verdict on the credentials.
+var credentialKeyRE = regexp.MustCompile(`(?:^|: )credentials?[ .]"?([A-Za-z0-9_\-]+)"?: (.*)$`)
+
+// credentialProblems reports a connector's verdict on a service's
+// credentials, one problem per line of the error, pointing at the
+// credential it names (with that credential's line) when the service has
+// it, else at the service's credentials.
+func credentialProblems(cfg *config.Config, s config.Service, err error) []config.Problem {
+	var out []config.Problem
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if m := credentialKeyRE.FindStringSubmatch(line); m != nil && s.HasCredential(m[1]) {
+			out = append(out, cfg.CredentialProblem(s, m[1], fmt.Sprintf("rejected by connector %q: %s", s.Connector, m[2])))
+			continue
+		}
+		out = append(out, cfg.ServiceProblem(s, "credentials", "rejected by connector %q: %s", s.Connector, line))
 	}
 	return out
 }

@@ -556,6 +556,29 @@ func (c *Config) ServiceProblem(s Service, key, format string, args ...any) Prob
 	return Problem{File: c.File, Line: s.line, Path: "services." + s.Name + "." + key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// CredentialProblem builds an error about one credential of a service, with
+// the line of that credential when the service has it (else the service's).
+func (c *Config) CredentialProblem(s Service, name, msg string) Problem {
+	line := s.line
+	for _, cr := range s.Credentials {
+		if cr.Name == name {
+			line = cr.Line
+			break
+		}
+	}
+	return Problem{File: c.File, Line: line, Path: "services." + s.Name + ".credentials." + name, Msg: msg}
+}
+
+// HasCredential reports whether a service has a credential of that name.
+func (s Service) HasCredential(name string) bool {
+	for _, cr := range s.Credentials {
+		if cr.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Equal reports whether two services have the same settings, ignoring where
 // in the file they were written (so a reload that only moved lines changes
 // nothing).
