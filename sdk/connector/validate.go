@@ -12,7 +12,9 @@ package connector
 // values written in the config file itself (bare scalars); credentials that a
 // provider fetches per connection are absent from literal, since their value
 // is not known yet. The error text is shown to the operator with the
-// service's name; it must not contain credential values.
+// service's name; it must not contain credential values. Each line of it is
+// one problem, and a line of the form "credential NAME: message" is shown
+// at that credential's line in the file.
 type CredentialsValidator interface {
 	ValidateCredentials(config []byte, names []string, literal CredentialValuesByID) error
 }
