@@ -568,10 +568,13 @@ func tlsFailureDetail(err error) string {
 		unknown x509.UnknownAuthorityError
 		invalid x509.CertificateInvalidError
 		verify  *tls.CertificateVerificationError
+		name    nameError
 	)
 	switch {
 	case errors.As(err, &host):
 		return "server certificate verification failed: " + host.Error()
+	case errors.As(err, &name):
+		return "server certificate verification failed: " + name.Error()
 	case errors.As(err, &unknown):
 		return "server certificate verification failed: " + unknown.Error()
 	case errors.As(err, &invalid):

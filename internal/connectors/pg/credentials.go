@@ -131,6 +131,12 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 		database: string(creds[credDatabase]),
 		sslmode:  defaultSSLMode,
 	}
+	systemRoots := strings.TrimSpace(string(creds[credSSLRootCert])) == "system"
+	if systemRoots {
+		// As libpq 16: the system roots trust certificates for every
+		// public name, so only a name check makes them mean anything.
+		t.sslmode = sslVerifyFull
+	}
 	if m := strings.TrimSpace(string(creds[credSSLMode])); m != "" {
 		t.sslmode = sslMode(m)
 	}
@@ -138,6 +144,9 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 	case sslDisable, sslAllow, sslPrefer, sslRequire, sslVerifyCA, sslVerifyFull:
 	default:
 		return nil, credErr(credSSLMode, "must be one of disable, allow, prefer, require, verify-ca, verify-full")
+	}
+	if systemRoots && t.sslmode != sslVerifyFull {
+		return nil, credErr(credSSLMode, "weak sslmode %q may not be used with sslrootcert system (use verify-full, the default with system roots)", string(t.sslmode))
 	}
 	if strings.HasPrefix(host, "/") {
 		// A unix socket directory, as in libpq. libpq never uses TLS on
@@ -200,9 +209,10 @@ func checkHost(host string) error {
 //   - verify-ca: verify the chain against sslrootcert (the system roots
 //     when it is not given);
 //   - verify-full: verify the chain and that the certificate names sslhost,
-//     or host when sslhost is not given.
+//     or host when sslhost is not given (see verifyName).
 //
-// sslrootcert "system" selects the system's root certificates.
+// sslrootcert "system" selects the system's root certificates, and then
+// only verify-full (the default with it) is allowed.
 func targetTLSConfig(mode sslMode, host string, creds connector.CredentialValuesByID) (*tls.Config, error) {
 	name := strings.TrimSpace(string(creds[credSSLHost]))
 	if name == "" {
@@ -257,7 +267,10 @@ func targetTLSConfig(mode sslMode, host string, creds connector.CredentialValues
 
 	switch {
 	case mode == sslVerifyFull:
-		conf.RootCAs = roots // nil: system roots
+		// The chain and the name are checked below, the name as libpq
+		// checks it (crypto/tls no longer looks at the Common Name).
+		conf.InsecureSkipVerify = true
+		conf.VerifyConnection = verifyFull(roots, name)
 	case mode == sslVerifyCA || rootGiven:
 		conf.InsecureSkipVerify = true // the chain is checked below, the name is not
 		conf.VerifyConnection = verifyChain(roots)
@@ -281,6 +294,59 @@ func verifyChain(roots *x509.CertPool) func(tls.ConnectionState) error {
 		_, err := cs.PeerCertificates[0].Verify(opts)
 		return err
 	}
+}
+
+// verifyFull verifies the chain and then the server's name (sslmode
+// verify-full).
+func verifyFull(roots *x509.CertPool, name string) func(tls.ConnectionState) error {
+	chain := verifyChain(roots)
+	return func(cs tls.ConnectionState) error {
+		if err := chain(cs); err != nil {
+			return err
+		}
+		return verifyName(cs.PeerCertificates[0], name)
+	}
+}
+
+// verifyName checks that cert is for host as libpq does: its subject
+// alternative names (DNS names; IP addresses when host is one) or, when it
+// has no DNS name, its Common Name, compared without regard to case, where
+// a leading "*." matches exactly one label ("*.example.com" matches
+// "db.example.com", neither "example.com" nor "a.db.example.com").
+func verifyName(cert *x509.Certificate, host string) error {
+	err := cert.VerifyHostname(host)
+	if err == nil || len(cert.DNSNames) > 0 {
+		return err
+	}
+	cn := cert.Subject.CommonName
+	if cn == "" {
+		return err
+	}
+	if commonNameMatches(cn, host) {
+		return nil
+	}
+	return nameError{fmt.Sprintf("x509: certificate is for %q (its Common Name; it has no DNS names), not %s", cn, host)}
+}
+
+// nameError is verifyName's own refusal (crypto/tls's are
+// x509.HostnameError).
+type nameError struct{ msg string }
+
+func (e nameError) Error() string { return e.msg }
+
+func commonNameMatches(cn, host string) bool {
+	if strings.IndexByte(cn, 0) >= 0 {
+		return false // a NUL would hide the rest of the name
+	}
+	if strings.EqualFold(cn, host) {
+		return true
+	}
+	if len(cn) > 2 && strings.HasPrefix(cn, "*.") {
+		if i := strings.IndexByte(host, '.'); i > 0 && strings.EqualFold(cn[1:], host[i:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // cancelTLSConfig is the TLS configuration for forwarding a CancelRequest

@@ -19,7 +19,9 @@
 //	database     optional: fixes the database, whatever the client asks for
 //	sslmode      disable, allow, prefer, require (the default), verify-ca,
 //	             verify-full, with libpq's semantics (below)
-//	sslrootcert  CA certificates to verify the server with, or "system"
+//	sslrootcert  CA certificates to verify the server with, or "system" (the
+//	             system's roots; then sslmode defaults to, and must be,
+//	             verify-full, as in libpq 16)
 //	sslcert      client certificate (with sslkey), for "cert" authentication
 //	sslkey       private key of sslcert (unencrypted)
 //	sslhost      the name verify-full checks in the server certificate (and
@@ -52,7 +54,15 @@
 // sslrootcert is given (as libpq does when a root certificate file exists).
 // verify-ca verifies the chain (against the system roots when sslrootcert is
 // not given); verify-full also checks that the certificate names sslhost, or
-// host. TLS 1.2 is the minimum, like the server's default.
+// host, as libpq checks it: against its DNS names (IP addresses for an IP
+// host) or, when it has no DNS name, its Common Name (without regard to
+// case; a leading "*." covers exactly one label), so that a certificate
+// made as PostgreSQL's documentation shows, with a Common Name only, is
+// accepted. TLS 1.2 is the minimum, like the server's default. Certificates
+// signed with RSA-PSS are verified when the salt is as long as the hash
+// (openssl's -sigopt rsa_pss_saltlen:digest); Go cannot verify other salt
+// lengths, so such a chain fails to verify (require without sslrootcert
+// does not verify the chain and connects).
 //
 // # Config block
 //
@@ -130,7 +140,8 @@
 // The connector answers whichever authentication the server asks for:
 // trust (including cert), cleartext password, md5, SCRAM-SHA-256, and
 // SCRAM-SHA-256-PLUS with tls-server-end-point channel binding on TLS (when
-// the certificate's signature algorithm defines one). The server's SCRAM
+// the certificate's signature algorithm names a hash, RSA-PSS included; not
+// for Ed25519, where PostgreSQL cannot bind either). The server's SCRAM
 // signature is verified before AuthenticationOk is believed. GSSAPI, SSPI,
 // Kerberos and other SASL mechanisms get a FATAL error. SCRAM passwords are
 // SASLprep'ed as PostgreSQL does (with RFC 3454's Unicode 3.2 table of

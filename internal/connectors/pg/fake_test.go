@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -71,6 +72,47 @@ func noSSLProxy(t testing.TB, realPort int) int {
 		}
 		go func() { _, _ = io.Copy(up, c); up.Close() }()
 		_, _ = io.Copy(c, up)
+	})
+}
+
+// tlsProxy is a TLS-enabled server in front of the real one, which has no
+// TLS to it: it answers S to SSLRequest, completes the handshake with
+// cert, and relays the decrypted stream. It presents certificates that
+// the real server, which has one certificate for all tests, cannot.
+func tlsProxy(t testing.TB, realPort int, cert tls.Certificate) int {
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	return fakeServer(t, func(c net.Conn) {
+		var hdr [8]byte
+		for {
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				return
+			}
+			code := binary.BigEndian.Uint32(hdr[4:])
+			if code == gssEncRequestCode {
+				if _, err := c.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if code != sslRequestCode {
+				return // this server insists on TLS
+			}
+			break
+		}
+		if _, err := c.Write([]byte{'S'}); err != nil {
+			return
+		}
+		tc := tls.Server(c, conf)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(realPort)))
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, tc); up.Close() }()
+		_, _ = io.Copy(tc, up)
 	})
 }
 

@@ -381,6 +381,8 @@ func (s *pgServer) queryRow(t testing.TB, dst any, sql string, args ...any) {
 // SAN, so that verify-full against 127.0.0.1 fails), a client certificate
 // for cert_user, and an unrelated CA.
 type testPKI struct {
+	caKey                       *ecdsa.PrivateKey // to issue more certificates
+	caCert                      *x509.Certificate
 	caPEM, otherCAPEM           []byte
 	caFile                      string
 	serverCertFile              string
@@ -397,7 +399,7 @@ func newTestPKI(dir string) (*testPKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.caPEM = caPEM
+	p.caPEM, p.caKey, p.caCert = caPEM, caKey, caCert
 	if _, _, p.otherCAPEM, err = newCA("unrelated CA"); err != nil {
 		return nil, err
 	}

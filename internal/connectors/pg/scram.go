@@ -380,16 +380,19 @@ func parseServerFirst(s string) (nonce string, salt []byte, iter int, err error)
 }
 
 // certificateHash implements RFC 5929's choice of hash for
-// tls-server-end-point.
+// tls-server-end-point: the hash of the certificate's signature algorithm
+// (for RSA-PSS, the hash in its parameters, as PostgreSQL takes it), and
+// SHA-256 for MD5 and SHA-1. Ed25519 signatures have no separate hash and
+// no binding (PostgreSQL cannot compute one either).
 func certificateHash(cert *x509.Certificate) ([]byte, bool) {
 	var h hash.Hash
 	switch cert.SignatureAlgorithm {
 	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1,
-		x509.SHA256WithRSA, x509.ECDSAWithSHA256, x509.DSAWithSHA256:
+		x509.SHA256WithRSA, x509.ECDSAWithSHA256, x509.DSAWithSHA256, x509.SHA256WithRSAPSS:
 		h = sha256.New()
-	case x509.SHA384WithRSA, x509.ECDSAWithSHA384:
+	case x509.SHA384WithRSA, x509.ECDSAWithSHA384, x509.SHA384WithRSAPSS:
 		h = sha512.New384()
-	case x509.SHA512WithRSA, x509.ECDSAWithSHA512:
+	case x509.SHA512WithRSA, x509.ECDSAWithSHA512, x509.SHA512WithRSAPSS:
 		h = sha512.New()
 	default:
 		return nil, false

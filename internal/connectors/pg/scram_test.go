@@ -132,7 +132,8 @@ func TestSCRAMMechanismChoice(t *testing.T) {
 func TestCertificateHash(t *testing.T) {
 	for alg, wantLen := range map[x509.SignatureAlgorithm]int{
 		x509.SHA1WithRSA: 32, x509.SHA256WithRSA: 32, x509.ECDSAWithSHA256: 32,
-		x509.ECDSAWithSHA384: 48, x509.SHA512WithRSA: 64, x509.PureEd25519: 0, x509.SHA256WithRSAPSS: 0,
+		x509.ECDSAWithSHA384: 48, x509.SHA512WithRSA: 64, x509.PureEd25519: 0, x509.SHA256WithRSAPSS: 32,
+		x509.SHA384WithRSAPSS: 48, x509.SHA512WithRSAPSS: 64, x509.UnknownSignatureAlgorithm: 0,
 	} {
 		h, ok := certificateHash(&x509.Certificate{SignatureAlgorithm: alg, Raw: []byte("der")})
 		if len(h) != wantLen || ok != (wantLen > 0) {

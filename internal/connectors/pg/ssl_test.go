@@ -2,10 +2,16 @@ package pg
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -13,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
 // TestSSLModeMatrix checks libpq's sslmode semantics on the server leg,
@@ -108,6 +116,133 @@ func TestSSLModeMatrix(t *testing.T) {
 			got := queryString(t, c, "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()")
 			if want := fmt.Sprint(tc.wantTLS); got != want {
 				t.Errorf("server leg ssl = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// issueCert makes a server certificate from the test CA with the given
+// Common Name and subject alternative names.
+func issueCert(t *testing.T, p *testPKI, cn string, dns []string, ips []net.IP) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     dns,
+		IPAddresses:  ips,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestVerifyFullNames checks verify-full's name check against certificates
+// named in the ways libpq accepts or refuses, among them a certificate with
+// only a Common Name (the kind PostgreSQL's documentation shows how to
+// make), which crypto/tls alone refuses. Each certificate is presented by a
+// TLS proxy in front of the real server.
+func TestVerifyFullNames(t *testing.T) {
+	srv := needServer(t)
+	loopback := []net.IP{net.ParseIP("127.0.0.1")}
+	tests := []struct {
+		name          string
+		cn            string
+		dns           []string
+		ips           []net.IP
+		host, sslhost string
+		wantText      string // "" means it connects
+	}{
+		{name: "common name only", cn: "localhost", host: "localhost"},
+		{name: "common name in another case", cn: "LocalHost", host: "localhost"},
+		{name: "common name wildcard", cn: "*.pg.test", host: "localhost", sslhost: "db.pg.test"},
+		{name: "common name wildcard covers one label only", cn: "*.pg.test", host: "localhost", sslhost: "a.db.pg.test",
+			wantText: `certificate is for "*.pg.test" (its Common Name; it has no DNS names), not a.db.pg.test`},
+		{name: "common name wildcard does not cover the domain", cn: "*.pg.test", host: "localhost", sslhost: "pg.test",
+			wantText: `certificate is for "*.pg.test"`},
+		{name: "wrong common name", cn: "db.other.test", host: "localhost", wantText: `certificate is for "db.other.test"`},
+		{name: "dns names override the common name", cn: "localhost", dns: []string{"db.other.test"}, host: "localhost",
+			wantText: "valid for db.other.test, not localhost"},
+		{name: "dns name", cn: "ignored.test", dns: []string{"localhost"}, host: "localhost"},
+		{name: "ip address", ips: loopback, host: "127.0.0.1"},
+		{name: "common name holding the ip address", cn: "127.0.0.1", host: "127.0.0.1"},
+		{name: "ip host, neither names it", cn: "localhost", host: "127.0.0.1", wantText: `certificate is for "localhost"`},
+		{name: "no name at all", host: "localhost", wantText: "localhost"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			port := tlsProxy(t, srv.port, issueCert(t, srv.pki, tc.cn, tc.dns, tc.ips))
+			creds := baseCreds(srv, roleSCRAM, "verify-full")
+			creds["host"], creds["port"], creds["sslrootcert"] = tc.host, fmt.Sprint(port), string(srv.pki.caPEM)
+			if tc.sslhost != "" {
+				creds["sslhost"] = tc.sslhost
+			}
+			svc := newService(t, creds, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, svc.dsn(""))
+			if tc.wantText != "" {
+				if err == nil {
+					c.Close(ctx)
+					t.Fatal("connected, want a certificate name error")
+				}
+				checkPgError(t, err, codeUnableToConnect, tc.wantText, roleSCRAM.password)
+				return
+			}
+			if err != nil {
+				t.Fatalf("connect: %v (broker: %v)", err, svc.lastError())
+			}
+			defer c.Close(ctx)
+			if got := queryString(t, c, "select current_user"); got != roleSCRAM.name {
+				t.Errorf("current_user %q", got)
+			}
+		})
+	}
+}
+
+// TestSystemRootsRequireVerifyFull: with sslrootcert "system", which
+// trusts certificates for any public name, sslmode defaults to
+// verify-full and a weaker sslmode is refused, as in libpq 16.
+func TestSystemRootsRequireVerifyFull(t *testing.T) {
+	tests := []struct {
+		name, sslmode string
+		wantErr       string
+	}{
+		{"default becomes verify-full", "", ""},
+		{"verify-full", "verify-full", ""},
+		{"require refused", "require", `credential sslmode: weak sslmode "require" may not be used with sslrootcert system`},
+		{"verify-ca refused", "verify-ca", `weak sslmode "verify-ca"`},
+		{"prefer refused", "prefer", `weak sslmode "prefer"`},
+		{"disable refused", "disable", `weak sslmode "disable"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			creds := connector.CredentialValuesByID{"host": []byte("db.example"), "username": []byte("u"), "sslrootcert": []byte("system")}
+			if tc.sslmode != "" {
+				creds["sslmode"] = []byte(tc.sslmode)
+			}
+			tg, err := parseCredentials(creds)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tg.sslmode != sslVerifyFull || tg.tlsConf == nil || tg.tlsConf.VerifyConnection == nil {
+				t.Fatalf("sslmode %s, tls %v", tg.sslmode, tg.tlsConf != nil)
 			}
 		})
 	}
