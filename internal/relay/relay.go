@@ -24,6 +24,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // BufferSize is the size of each pooled copy buffer.
@@ -102,7 +103,10 @@ func oneWay(dst, src *end, abort func(error)) int64 {
 		return n
 	}
 	if cw, ok := dst.conn.(closeWriter); ok {
-		if cerr := cw.CloseWrite(); cerr != nil {
+		// A peer that has already reset its connection (say, a client that
+		// closed while its last bytes were on the way) cannot be told of
+		// the EOF: the session simply ends, which is not a failure.
+		if cerr := cw.CloseWrite(); cerr != nil && !errors.Is(cerr, syscall.ENOTCONN) {
 			abort(cerr)
 		}
 	} else {

@@ -140,6 +140,33 @@ func TestPipeAbortsOnReset(t *testing.T) {
 	}
 }
 
+// TestPipeHalfCloseToResetPeer: when one side ends after the other side
+// has half-closed and then reset, the half-close that cannot be delivered
+// ends the session without an error.
+func TestPipeHalfCloseToResetPeer(t *testing.T) {
+	app, client := tcpPair(t)
+	target, server := tcpPair(t)
+	res := make(chan Result, 1)
+	go func() { res <- Pipe(client, target) }()
+	_ = app.(*net.TCPConn).CloseWrite()
+	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(server); err != nil {
+		t.Fatalf("server did not see the client's EOF: %v", err)
+	}
+	_ = app.(*net.TCPConn).SetLinger(0)
+	app.Close()                       // resets the client leg
+	time.Sleep(50 * time.Millisecond) // for the reset to reach the relay's socket
+	server.Close()                    // EOF to pass on to the client, who is gone
+	select {
+	case r := <-res:
+		if r.Err != nil {
+			t.Errorf("Pipe error %v, want none", r.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return")
+	}
+}
+
 // countingConn wraps a connection and counts the calls the relay makes on
 // the wrapper; unwrap decides what RelayConn hands out.
 type countingConn struct {
