@@ -3,6 +3,7 @@ package pg
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -272,6 +273,9 @@ func clientTLSConfig(raw *rawTLS) (*tls.Config, error) {
 		return nil, keyErr("tls.key", "%w", err)
 	}
 	defer clear(keyPEM)
+	if encryptedKey(keyPEM) {
+		return nil, keyErr("tls.key", "%s", errEncryptedKey)
+	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, keyErr("tls.cert", "with tls.key: %w", err)
@@ -293,6 +297,27 @@ func clientTLSConfig(raw *rawTLS) (*tls.Config, error) {
 }
 
 const alpnPostgres = "postgresql"
+
+// errEncryptedKey is why an encrypted private key is refused.
+const errEncryptedKey = "an encrypted private key, which is not supported (there is no passphrase setting); " +
+	"give it decrypted, for example from: openssl pkey -in encrypted.key -out plain.key"
+
+// encryptedKey reports whether PEM data holds an encrypted private key:
+// PKCS#8 "ENCRYPTED PRIVATE KEY", or a traditional key with the
+// "Proc-Type: 4,ENCRYPTED" header.
+func encryptedKey(data []byte) bool {
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return false
+		}
+		enc := b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED")
+		clear(b.Bytes)
+		if enc {
+			return true
+		}
+	}
+}
 
 // pemMarker tells PEM contents from a file path.
 var pemMarker = []byte("-----BEGIN")

@@ -2,6 +2,7 @@ package pg
 
 import (
 	"bytes"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -56,6 +57,8 @@ func TestValidateConfig(t *testing.T) {
 		{name: "tls without key", config: "tls:\n  cert: x\n", wantErr: "config.tls.key: required when tls is set"},
 		{name: "missing cert file", config: "tls:\n  cert: /nonexistent/c.pem\n  key: /nonexistent/k.pem\n", wantErr: "config.tls.cert: neither PEM contents"},
 		{name: "file without pem", config: "tls:\n  cert: " + notPEM + "\n  key: " + pki.serverKeyFile + "\n", wantErr: "config.tls.cert: file " + notPEM + " holds no PEM data"},
+		{name: "encrypted key", config: "tls:\n  cert: " + pki.serverCertFile + "\n  key: |\n" + indent(encryptedTraditional, "    "),
+			wantErr: "config.tls.key: an encrypted private key, which is not supported"},
 		{name: "mismatched key", config: "tls:\n  cert: " + pki.serverCertFile + "\n  key: " + pki.clientKeyFile + "\n", wantErr: "config.tls.cert: with tls.key: tls: private key does not match public key"},
 		{name: "bad min version", config: "tls:\n  cert: " + pki.serverCertFile + "\n  key: " + pki.serverKeyFile + "\n  minVersion: \"1.0\"\n", wantErr: `config.tls.minVersion: must be "1.2" or "1.3", got "1.0"`},
 		{name: "wrong type", config: "connectTimeout: [1]\n", wantErr: "config.connectTimeout: must be a duration (like 5s or 1m), not a list"},
@@ -144,7 +147,8 @@ func TestParseCredentials(t *testing.T) {
 			}
 		}},
 		{name: "verify-full with pem root", creds: base("sslmode", "verify-full", "sslrootcert", string(pki.caPEM), "sslhost", "other.example"), check: func(t *testing.T, tg *target) {
-			if tg.tlsConf.InsecureSkipVerify || tg.tlsConf.RootCAs == nil || tg.tlsConf.ServerName != "other.example" {
+			// The chain and the name are checked by verifyFull, as libpq checks them.
+			if !tg.tlsConf.InsecureSkipVerify || tg.tlsConf.VerifyConnection == nil || tg.tlsConf.ServerName != "other.example" {
 				t.Errorf("%+v", tg.tlsConf)
 			}
 		}},
@@ -169,6 +173,10 @@ func TestParseCredentials(t *testing.T) {
 		{name: "root cert not pem", creds: base("sslrootcert", "-----BEGIN nothing"), wantErr: "credential sslrootcert: no certificate found"},
 		{name: "damaged pem is not echoed", creds: base("sslkey", "MIIEvQIBADANBg\nkqhkiG9w0BAQEFAASC", "sslcert", pki.clientCertFile),
 			wantErr: "credential sslkey: neither PEM contents"},
+		{name: "encrypted pkcs8 key", creds: base("sslkey", encryptedPKCS8, "sslcert", pki.clientCertFile),
+			wantErr: "credential sslkey: an encrypted private key, which is not supported"},
+		{name: "encrypted traditional key", creds: base("sslkey", encryptedTraditional, "sslcert", pki.clientCertFile),
+			wantErr: "credential sslkey: an encrypted private key, which is not supported"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,3 +324,13 @@ func TestPasswordScrubbed(t *testing.T) {
 		t.Errorf("client got %q", msg)
 	}
 }
+
+// Encrypted private keys in the two PEM forms openssl writes (the bodies
+// are not real keys: the PEM framing is what marks them encrypted).
+var (
+	encryptedPKCS8 = string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("not a real key")}))
+
+	encryptedTraditional = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY",
+		Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"},
+		Bytes:   []byte("not a real key")}))
+)

@@ -282,8 +282,11 @@ func (s *session) readClientStartup() (*startupPacket, error) {
 				return nil, newError(ErrClientProtocol, codeProtocolViolation, "unexpected encryption request", nil)
 			}
 			if hasPendingData(s.raw) {
-				return nil, newError(ErrClientProtocol, codeProtocolViolation, "received unencrypted data after SSL request",
-					errors.New("possible man-in-the-middle attack"))
+				msg := "received unencrypted data after SSL request" // the server's words
+				if pkt.kind == kindGSSEncRequest {
+					msg = "received unencrypted data after GSSAPI encryption request"
+				}
+				return nil, newError(ErrClientProtocol, codeProtocolViolation, msg, errors.New("possible man-in-the-middle attack"))
 			}
 			if pkt.kind == kindGSSEncRequest {
 				gssAnswered = true

@@ -253,6 +253,10 @@ func targetTLSConfig(mode sslMode, host string, creds connector.CredentialValues
 		if err != nil {
 			return nil, credErr(credSSLKey, "%v", err)
 		}
+		if encryptedKey(keyPEM) {
+			clear(keyPEM)
+			return nil, credErr(credSSLKey, "%s", errEncryptedKey)
+		}
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		clear(keyPEM)
 		if err != nil {

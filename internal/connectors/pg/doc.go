@@ -23,7 +23,8 @@
 //	             system's roots; then sslmode defaults to, and must be,
 //	             verify-full, as in libpq 16)
 //	sslcert      client certificate (with sslkey), for "cert" authentication
-//	sslkey       private key of sslcert (unencrypted)
+//	sslkey       private key of sslcert (unencrypted: an encrypted key is
+//	             refused with a hint to decrypt it)
 //	sslhost      the name verify-full checks in the server certificate (and
 //	             sends as SNI) instead of host
 //

@@ -156,6 +156,8 @@ func TestClientProtocol(t *testing.T) {
 		{"unknown request code", encodeRequest(1234<<16 | 9999), codeFeatureNotSupported, "unsupported frontend protocol 1234.9999"},
 		{"bytes pipelined after ssl request", append(encodeRequest(sslRequestCode), startupBytes(t, v30, "user", "x")...),
 			codeProtocolViolation, "received unencrypted data after SSL request"},
+		{"bytes pipelined after gssenc request", append(encodeRequest(gssEncRequestCode), startupBytes(t, v30, "user", "x")...),
+			codeProtocolViolation, "received unencrypted data after GSSAPI encryption request"},
 		{"unterminated parameters", []byte{0, 0, 0, 12, 0, 3, 0, 0, 'u', 's', 'e', 'r'}, codeProtocolViolation, "invalid startup packet"},
 	}
 	for _, tc := range errorCases {
