@@ -614,6 +614,13 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 		}
 		return nil
 	}
+	// Like libpq, which says "no password supplied" without asking the
+	// server: an empty password can never log in, and trying one costs the
+	// role a failed login in the server's log.
+	noPassword := func(method string) error {
+		return newError(ErrConfig, codeInvalidPassword,
+			"the PostgreSQL server asks for a password ("+method+") and the service has no password credential", nil)
+	}
 	for {
 		typ, body, raw, err := up.rd.next()
 		if err != nil {
@@ -678,6 +685,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 				return protoErr("unexpected password request")
 			}
 			authSeen, up.auth = true, "password"
+			if len(t.password) == 0 {
+				return noPassword("password")
+			}
 			if err := send(passwordMessage(t.password)); err != nil {
 				return err
 			}
@@ -686,6 +696,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 				return protoErr("unexpected md5 request")
 			}
 			authSeen, up.auth = true, "md5"
+			if len(t.password) == 0 {
+				return noPassword("md5")
+			}
 			digest := md5Password(t.username, t.password, m.Salt)
 			err := send(passwordMessage(digest))
 			clear(digest)
@@ -709,6 +722,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			}
 			sc.cache = s.c.scram
 			up.auth = sc.mech
+			if len(t.password) == 0 {
+				return noPassword(sc.mech)
+			}
 			msg, err := saslInitialResponse(sc.mech, sc.clientFirst())
 			if err != nil {
 				return protoErr("encode SASLInitialResponse: %w", err)

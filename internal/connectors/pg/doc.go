@@ -16,6 +16,9 @@
 //	port         default 5432
 //	username     the role to log in as (required)
 //	password     used for password, md5 and SCRAM-SHA-256 authentication
+//	             (without it, a server that asks for one is not sent an
+//	             attempt, and the client gets 28P01, as libpq says "no
+//	             password supplied")
 //	database     optional: fixes the database, whatever the client asks for
 //	sslmode      disable, allow, prefer, require (the default), verify-ca,
 //	             verify-full, with libpq's semantics (below)
