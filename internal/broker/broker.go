@@ -318,8 +318,11 @@ func (b *Broker) Start() (err error) {
 		}
 		b.health.Handle("GET /metrics", b.metrics.Handler())
 		b.health.SetLogger(b.log.With("server", "health"))
+		// The goroutine gets its own reference: a failure below clears
+		// b.health while it may not have started yet.
+		hs := b.health
 		go func() {
-			if err := b.health.Serve(); err != nil {
+			if err := hs.Serve(); err != nil {
 				b.log.Error("health server stopped", "error", err)
 			}
 		}()

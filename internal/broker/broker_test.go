@@ -339,6 +339,39 @@ func TestNoSecretInLogsOrMetrics(t *testing.T) {
 	}
 }
 
+// TestStartFailsWithHealthServer: a listener that cannot open, with the
+// health server on, fails start-up with the error only (the health server's
+// goroutine once raced with the cleanup and could panic), and the health
+// port is closed again. Repeated, as the race needs luck.
+func TestStartFailsWithHealthServer(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := filepath.Join(t.TempDir(), "s.yml")
+	t.Setenv("T", "x")
+	if err := os.WriteFile(file, []byte("version: 2\nservices:\n"+svcYAML("b", busy.Addr().String(), "x", "T")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		health := freeAddr(t)
+		b, err := Prepare(Options{ConfigFile: file, PluginDir: t.TempDir(), HealthAddr: health, Extra: []registry.Entry{echoEntry},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("err = %v", err)
+		}
+		l, err := net.Listen("tcp", health)
+		if err != nil {
+			t.Fatalf("health port left open: %v", err)
+		}
+		l.Close()
+	}
+}
+
 func TestStartFailsCleanly(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

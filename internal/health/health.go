@@ -130,4 +130,12 @@ func (s *Server) SetService(name, state string) {
 }
 
 // Shutdown stops the server.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	// Shutdown closes only listeners Serve has taken; Serve may not have
+	// started yet (start-up failed right after Listen).
+	if cerr := s.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	return err
+}
