@@ -225,6 +225,7 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 		p.addf(root, "", "top level must be a mapping with version and services")
 		return nil, &Error{Problems: p.problems}
 	}
+	p.duplicateKeys(root, "")
 	var versionSeen, servicesSeen bool
 	forEachPair(root, func(k, v *yaml.Node) {
 		switch k.Value {
@@ -255,6 +256,45 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 		return nil, &Error{Problems: p.problems}
 	}
 	return cfg, nil
+}
+
+// duplicateKeys reports every key given twice in one mapping, anywhere in
+// the file: YAML requires unique keys, and taking the last value would
+// silently drop the first (a second services: block, a listenOn that moves
+// a listener from loopback to every interface). Service names and
+// credential names have their own messages. Aliases are not followed: what
+// they point to is checked where it is written.
+func (p *parser) duplicateKeys(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p.duplicateKeys(c, fmt.Sprintf("%s[%d]", path, i))
+		}
+	case yaml.MappingNode:
+		own := path == "services" || credentialsPath(path)
+		first := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			kp := k.Value
+			if path != "" {
+				kp = path + "." + k.Value
+			}
+			if k.Kind == yaml.ScalarNode && !own {
+				if line, dup := first[k.Value]; dup {
+					p.addf(k, kp, "given twice (first on line %d); each key may appear once", line)
+				} else {
+					first[k.Value] = k.Line
+				}
+			}
+			p.duplicateKeys(v, kp)
+		}
+	}
+}
+
+// credentialsPath reports whether path is "services.NAME.credentials".
+func credentialsPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "services.")
+	return ok && strings.HasSuffix(rest, ".credentials") && strings.Count(rest, ".") == 1
 }
 
 func yamlErrLine(msg string) (int, bool) {
