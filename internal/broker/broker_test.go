@@ -373,6 +373,7 @@ func TestStartFailsWithHealthServer(t *testing.T) {
 }
 
 func TestStartFailsCleanly(t *testing.T) {
+	t.Setenv("T", "x")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,9 @@ func TestHTTPServicesShareAListener(t *testing.T) {
 }
 
 func TestHTTPConfigErrorsAtLoad(t *testing.T) {
+	for _, v := range []string{"X", "U", "K", "T"} {
+		t.Setenv(v, "set")
+	}
 	tests := []struct {
 		name string
 		cfg  string
@@ -120,7 +123,7 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 			`s.yml:9: services.d.credentials.sslmode: rejected by connector "pg": must be one of`},
 		{"pg literal port out of range", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: {from: env, get: U}\n      port: 99999\n",
 			`s.yml:9: services.d.credentials.port: rejected by connector "pg": not a port number`},
-		{"pg sslcert without sslkey", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      sslcert: {from: file, get: /x}\n",
+		{"pg sslcert without sslkey", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      sslcert: {from: file, get: CERTFILE}\n",
 			`credential sslkey: missing (sslcert is set)`},
 		{"basic_auth without password", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      username: u\n    config:\n      authenticateURLsMatching: x\n",
 			`services.h.credentials: rejected by connector "basic_auth": basic_auth: credential password is missing`},
@@ -134,13 +137,23 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 			`s.yml:11: services.h.config.headers.Authorization: rejected by connector "generic_http":`},
 		{"tcp limits on an http service", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    maxConnections: 1\n    credentials:\n      username: u\n      password: p\n    config:\n      authenticateURLsMatching: x\n",
 			`services.h.maxConnections: applies to TCP services only`},
+		{"env variable not set", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      password: {from: env, get: SECRETLESS_TEST_UNSET_VAR}\n",
+			`s.yml:9: services.d.credentials.password: from env: environment variable is not set: SECRETLESS_TEST_UNSET_VAR`},
+		{"credential file missing", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      password: {from: file, get: /nonexistent/pw}\n",
+			`s.yml:9: services.d.credentials.password: from file: read /nonexistent/pw: no such file or directory`},
+		{"credential file is a directory", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      password: {from: file, get: /}\n",
+			`services.d.credentials.password: from file: read /: not a regular file`},
 		{"tcp and http on one address", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:7\n    config:\n      authenticateURLsMatching: x\n  p:\n    connector: pg\n    listenOn: tcp://127.0.0.1:7\n",
 			"services.p.listenOn: address tcp://127.0.0.1:7 is also used by service \"h\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			file := filepath.Join(t.TempDir(), "s.yml")
-			if err := os.WriteFile(file, []byte(tt.cfg), 0o600); err != nil {
+			dir := t.TempDir()
+			file, cert := filepath.Join(dir, "s.yml"), filepath.Join(dir, "cert.pem")
+			if err := os.WriteFile(cert, []byte("fetched per connection"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte(strings.ReplaceAll(tt.cfg, "CERTFILE", cert)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			_, err := Prepare(Options{ConfigFile: file, PluginDir: t.TempDir()})

@@ -58,6 +58,7 @@ func TestVersionAndHelp(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Setenv("X", "x")
 	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
 	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")

@@ -96,6 +96,14 @@ type ProviderInfo interface {
 	Names() []string
 }
 
+// IDChecker may be implemented by a ProviderInfo to tell, at load time,
+// that a credential's id cannot be fetched (an environment variable that is
+// not set, a file that does not exist), so that the mistake stops start-up
+// instead of failing every connection.
+type IDChecker interface {
+	CheckID(provider, id string) error
+}
+
 // Problem is one configuration error.
 type Problem struct {
 	File string
@@ -493,6 +501,12 @@ func (p *parser) credentials(path string, n *yaml.Node) []Credential {
 			case (!getSeen || c.Get == "") && p.providers.NeedsID(c.From):
 				p.addf(v, cp+".get", "missing: provider %q needs an id to look up", c.From)
 				return
+			}
+			if ch, ok := p.providers.(IDChecker); ok {
+				if err := ch.CheckID(c.From, c.Get); err != nil {
+					p.addf(v, cp, "from %s: %v", c.From, err)
+					return
+				}
 			}
 		default:
 			p.addf(v, cp, "must be a value or {from: PROVIDER, get: ID}")

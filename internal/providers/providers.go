@@ -56,6 +56,20 @@ func (r Registry) Names() []string {
 	return out
 }
 
+// Checker is an optional interface of a Provider: Check tells at load time
+// that id cannot be fetched. It must not fetch the secret itself.
+type Checker interface {
+	Check(id string) error
+}
+
+// CheckID implements config.IDChecker with the provider's Checker, if any.
+func (r Registry) CheckID(provider, id string) error {
+	if ch, ok := r[provider].(Checker); ok {
+		return ch.Check(id)
+	}
+	return nil
+}
+
 // Fetch resolves all of a service's credentials. On error every value already
 // fetched is zeroed. The error names the credential and provider, never a value.
 func (r Registry) Fetch(ctx context.Context, creds []config.Credential) (connector.CredentialValuesByID, error) {
@@ -122,6 +136,16 @@ func (Env) Get(_ context.Context, id string) ([]byte, error) {
 	return []byte(v), nil
 }
 
+// Check implements Checker: the variable must be set. The process
+// environment does not change from outside, so a variable missing at load
+// time would fail every connection.
+func (Env) Check(id string) error {
+	if _, ok := os.LookupEnv(id); !ok {
+		return fmt.Errorf("%w: %s", ErrEnvNotSet, id)
+	}
+	return nil
+}
+
 // MaxFileSize is the largest credential file the file provider reads.
 const MaxFileSize = 1 << 20
 
@@ -173,6 +197,27 @@ func (File) Get(ctx context.Context, id string) ([]byte, error) {
 	return b, nil
 }
 
+// Check implements Checker: the file must exist, be a regular file no
+// larger than MaxFileSize, and be readable by the broker (it is opened and
+// closed, not read). It is still read anew for every connection.
+func (File) Check(id string) error {
+	st, err := os.Stat(id)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", id, unwrapPath(err))
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("read %s: %w (%s)", id, ErrNotRegular, st.Mode().Type())
+	}
+	if st.Size() > MaxFileSize {
+		return fmt.Errorf("read %s: file is larger than %d bytes", id, MaxFileSize)
+	}
+	f, err := os.OpenFile(id, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", id, unwrapPath(err))
+	}
+	return f.Close()
+}
+
 func unwrapPath(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
@@ -186,4 +231,7 @@ var (
 	_ Provider            = Env{}
 	_ Provider            = File{}
 	_ config.ProviderInfo = Registry(nil)
+	_ config.IDChecker    = Registry(nil)
+	_ Checker             = Env{}
+	_ Checker             = File{}
 )

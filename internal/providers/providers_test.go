@@ -98,3 +98,51 @@ func TestFileHonoursContext(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestCheckID(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(secretFile, []byte("file-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, make([]byte, MaxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SL_TEST_SET", "v")
+	t.Setenv("SL_TEST_EMPTY", "")
+	tests := []struct {
+		name, provider, id string
+		want               string // "" means no problem
+	}{
+		{"env set", "env", "SL_TEST_SET", ""},
+		{"env set but empty", "env", "SL_TEST_EMPTY", ""},
+		{"env not set", "env", "SL_TEST_NOT_SET", "environment variable is not set: SL_TEST_NOT_SET"},
+		{"file", "file", secretFile, ""},
+		{"file missing", "file", filepath.Join(dir, "nope"), "no such file or directory"},
+		{"fifo, not opened", "file", fifo, "not a regular file"},
+		{"directory", "file", dir, "not a regular file"},
+		{"file too large", "file", huge, "larger than"},
+		{"literal is never checked", "literal", "anything", ""},
+		{"unknown provider is the parser's business", "nope", "x", ""},
+	}
+	r := Default()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := r.CheckID(tc.provider, tc.id)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("CheckID: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CheckID = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
