@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -464,8 +465,10 @@ func (b *Broker) serveUnit(u unit) {
 // Reload re-reads the config file. The new config is validated completely
 // first; if it is bad, the error is logged and returned and nothing changes.
 // Services whose settings did not change keep their listener and sessions.
-// Changed and removed services stop accepting at once; their open sessions
-// continue until they end (bounded by ShutdownTimeout). HTTP services that
+// Listeners on new addresses open before anything stops, and one that
+// cannot open refuses the whole reload. Changed and removed services then
+// stop accepting; their open sessions continue until they end (bounded by
+// ShutdownTimeout). HTTP services that
 // share an address are one listener: a change to any of them restarts that
 // listener, while its in-flight requests finish. Plugins cannot be reloaded:
 // a changed plugin directory or checksum file is logged as needing a restart.
@@ -501,12 +504,42 @@ func (b *Broker) Reload() error {
 	for _, u := range units {
 		keep[u] = true
 	}
-	// Stop changed and removed listeners first, so that a changed service
-	// can bind the same address again.
+	var stopping []unit
 	for _, old := range b.units {
-		if keep[old] {
+		if !keep[old] {
+			stopping = append(stopping, old)
+		}
+	}
+	heldByStopping := func(u unit) bool {
+		for _, old := range stopping {
+			if config.Conflicts(old.listenOn(), u.listenOn()) {
+				return true
+			}
+		}
+		return false
+	}
+	// New listeners on addresses that no stopping service holds open
+	// before anything stops: if one cannot (the port is taken), the reload
+	// is refused and the running config keeps serving.
+	opened := map[unit]bool{}
+	for _, u := range units {
+		if !u.fresh() || heldByStopping(u) {
 			continue
 		}
+		if err := u.listen(b); err != nil {
+			for o := range opened {
+				o.stopAccepting()
+			}
+			closeNewConnectors(next, running, b.log)
+			b.metrics.Reloads.WithLabelValues("failed").Inc()
+			log.Error("reload failed; keeping the running config", "error", err)
+			return fmt.Errorf("reload: %w", err)
+		}
+		opened[u] = true
+	}
+	// Then stop changed and removed listeners, so that a changed service
+	// can bind the same address again.
+	for _, old := range stopping {
 		log.Info("service stopped accepting; open sessions continue", "service", strings.Join(old.names(), ","), "sessions", old.active())
 		old.stopAccepting()
 		b.setHealth(old, "")
@@ -521,10 +554,17 @@ func (b *Broker) Reload() error {
 	var failed []string
 	var started []unit
 	for _, u := range units {
+		if opened[u] {
+			b.serveUnit(u)
+			started = append(started, u)
+			continue
+		}
 		if !u.fresh() {
 			started = append(started, u)
 			continue
 		}
+		// Only an address the old config held is left: another process can
+		// take it in the moment between, and then this service is down.
 		if err := u.listen(b); err != nil {
 			log.Error("reload: service could not start", "service", strings.Join(u.names(), ","), "error", err)
 			failed = append(failed, u.names()...)
@@ -544,6 +584,21 @@ func (b *Broker) Reload() error {
 	b.metrics.Reloads.WithLabelValues("ok").Inc()
 	log.Info("config reloaded", "services", len(next))
 	return nil
+}
+
+// closeNewConnectors closes the connectors a refused reload built for
+// services it would have started (those in next that are not running).
+func closeNewConnectors(next []*service, running map[string]*service, log *slog.Logger) {
+	for _, s := range next {
+		if running[s.cfg.Name] == s {
+			continue
+		}
+		if c, ok := s.connector.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				log.Warn("closing the connector failed", "service", s.cfg.Name, "error", err)
+			}
+		}
+	}
 }
 
 // pluginFingerprint summarises the plugin directory listing (names, sizes,

@@ -400,3 +400,42 @@ func TestStartFailsCleanly(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestReloadRefusedWhenAddressTaken: a reload that moves a service to an
+// address another process holds is refused as a whole, before anything
+// stops: the running services keep serving, on their old addresses.
+func TestReloadRefusedWhenAddressTaken(t *testing.T) {
+	tgt := target(t)
+	t.Setenv("TOKEN_A", "alpha")
+	moveAddr, addAddr := freeAddr(t), freeAddr(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r := start(t, "version: 2\nservices:\n"+svcYAML("move", moveAddr, tgt, "TOKEN_A"))
+	_, open := session(t, moveAddr)
+	if got, _ := open(""); got != "alpha" {
+		t.Fatalf("first line %q", got)
+	}
+	r.rewrite(t, "version: 2\nservices:\n"+svcYAML("move", busy.Addr().String(), tgt, "TOKEN_A")+svcYAML("add", addAddr, tgt, "TOKEN_A"))
+	err = r.b.Reload()
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("reload err = %v", err)
+	}
+	if v := testutil.ToFloat64(r.b.Metrics().Reloads.WithLabelValues("failed")); v != 1 {
+		t.Errorf("failed reloads = %v", v)
+	}
+	if got, err := open("still open"); err != nil || got != "still open" {
+		t.Errorf("open session: %q, %v", got, err)
+	}
+	_, fresh := session(t, moveAddr)
+	if got, err := fresh(""); err != nil || got != "alpha" {
+		t.Errorf("old address after the refused reload: %q, %v", got, err)
+	}
+	if c, err := net.DialTimeout("tcp", addAddr, time.Second); err == nil {
+		c.Close()
+		t.Error("the refused reload's new service listens")
+	}
+	waitReady(t, r.b, 200)
+}

@@ -131,13 +131,13 @@ func (u *tcpUnit) listen(b *Broker) error {
 		Fetch:            b.fetcher(c.Credentials),
 	}
 	u.done = make(chan struct{})
-	if ic, ok := u.svc.connector.(tcp.IdleCounter); ok && b.metrics != nil {
-		b.metrics.IdleTargets.Add(u, c.Name, ic.IdleConnections)
-	}
 	return nil
 }
 
 func (u *tcpUnit) serve(b *Broker) {
+	if ic, ok := u.svc.connector.(tcp.IdleCounter); ok && b.metrics != nil {
+		b.metrics.IdleTargets.Add(u, u.svc.cfg.Name, ic.IdleConnections)
+	}
 	go func() {
 		defer close(u.done)
 		if err := u.ts.Serve(); err != nil {

@@ -557,8 +557,8 @@ func ParseAddress(raw string) (Address, error) {
 	return a, nil
 }
 
-// conflicts reports whether two listen addresses cannot both be bound.
-func conflicts(a, b Address) bool {
+// Conflicts reports whether two listen addresses cannot both be bound.
+func Conflicts(a, b Address) bool {
 	if a.Network != b.Network {
 		return false
 	}
@@ -585,7 +585,7 @@ func CheckAddresses(cfg *Config, shared func(connector string) bool) []Problem {
 	for i := range svcs {
 		for j := 0; j < i; j++ {
 			a, b := svcs[i], svcs[j]
-			if !conflicts(a.ListenOn, b.ListenOn) {
+			if !Conflicts(a.ListenOn, b.ListenOn) {
 				continue
 			}
 			if a.ListenOn.Address == b.ListenOn.Address && shared(a.Connector) && shared(b.Connector) {
