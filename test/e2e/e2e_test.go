@@ -334,6 +334,9 @@ func TestPluginsVerify(t *testing.T) {
 // TestConfigErrors: each config mistake stops the broker before its
 // listener opens, and fails `validate`, with the key path in stderr.
 func TestConfigErrors(t *testing.T) {
+	// validate runs with this environment, as runBroker sets it for the
+	// broker: an unset credential variable would be an error of its own.
+	t.Setenv("REDIS_PASSWORD", "unused")
 	const head = "version: 2\nservices:\n"
 	// svc renders one redis service; extra lines are indented under it.
 	svc := func(name, listenOn, connector, credentials string, extra ...string) string {
@@ -385,6 +388,13 @@ func TestConfigErrors(t *testing.T) {
 				return head + svc("first", tcp(p), "redis", "") + svc("second", tcp(p), "redis", "")
 			},
 			wantPath: regexp.MustCompile(`services\.(first|second)\.listenOn`),
+		},
+		{
+			name: "credential variable not set",
+			config: func(p int) string {
+				return head + svc("redis", tcp(p), "redis", "      host: 127.0.0.1\n      password:\n        from: env\n        get: SECRETLESS_E2E_UNSET\n")
+			},
+			wantPath: regexp.MustCompile(`services\.redis\.credentials\.password: from env: environment variable is not set: SECRETLESS_E2E_UNSET`),
 		},
 		{
 			name: "from without get",
