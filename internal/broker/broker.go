@@ -30,6 +30,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/plugins"
 	"github.com/secretless-broker/secretless-broker/internal/providers"
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/internal/registry"
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
@@ -77,6 +78,9 @@ type Broker struct {
 type service struct {
 	cfg       config.Service
 	connector tcp.Connector // TCP services
+	// live holds the secrets the service's connections hold at the moment;
+	// its connector's log lines are redacted with them.
+	live *redact.Live
 
 	httpConn http.Connector    // HTTP services
 	httpCfg  *httpproxy.Config // their proxy-level settings
@@ -257,19 +261,20 @@ func (b *Broker) buildServices(cfg *config.Config, running map[string]*service) 
 			continue
 		}
 		e, _ := b.reg.Lookup(s.Connector)
+		live := &redact.Live{}
 		if e.Type == sdk.TypeHTTPConnector {
-			svc, err := newHTTPService(e, s, b.log)
+			svc, err := newHTTPService(e, s, b.log, live)
 			if err != nil {
 				return nil, &config.Error{Problems: []config.Problem{cfg.ConnectorProblem(s, "%v", err)}}
 			}
 			out = append(out, svc)
 			continue
 		}
-		c, err := newConnector(e, s, b.log)
+		c, err := newConnector(e, s, b.log, live)
 		if err != nil {
 			return nil, &config.Error{Problems: []config.Problem{cfg.ConnectorProblem(s, "%v", err)}}
 		}
-		out = append(out, &service{cfg: s, connector: c})
+		out = append(out, &service{cfg: s, connector: c, live: live})
 	}
 	return out, nil
 }
@@ -285,13 +290,13 @@ func (r resources) Logger() sdklog.Logger { return r.logger }
 
 var _ connector.Resources = resources{}
 
-func newConnector(e registry.Entry, s config.Service, log *slog.Logger) (c tcp.Connector, err error) {
+func newConnector(e registry.Entry, s config.Service, log *slog.Logger, live *redact.Live) (c tcp.Connector, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c, err = nil, fmt.Errorf("connector %q panicked in NewConnector: %v", e.ID, r)
 		}
 	}()
-	c = e.TCP.NewConnector(resources{config: s.Config, logger: logging.ForService(log, s.Name)})
+	c = e.TCP.NewConnector(resources{config: s.Config, logger: logging.ForService(log, s.Name, live)})
 	if c == nil {
 		return nil, fmt.Errorf("connector %q: NewConnector returned nil", e.ID)
 	}

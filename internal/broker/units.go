@@ -16,6 +16,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/httpproxy"
 	"github.com/secretless-broker/secretless-broker/internal/logging"
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/internal/registry"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
@@ -129,6 +130,7 @@ func (u *tcpUnit) listen(b *Broker) error {
 		HandshakeTimeout: c.ConnectTimeout,
 		IdleTimeout:      c.IdleTimeout,
 		Fetch:            b.fetcher(c.Credentials),
+		Live:             u.svc.live,
 	}
 	u.done = make(chan struct{})
 	return nil
@@ -204,6 +206,7 @@ func (g *httpGroup) listen(b *Broker) error {
 	for i, s := range g.svcs {
 		routes[i] = s.httpCfg.Route(s.cfg.Name, s.httpConn, b.fetcher(s.cfg.Credentials))
 		routes[i].PublicErrors = s.builtin
+		routes[i].Live = s.live
 	}
 	g.ln = l
 	opts := g.opts
@@ -240,7 +243,7 @@ func (g *httpGroup) shutdown(ctx context.Context) error {
 
 // newHTTPService builds an HTTP service: the proxy-level keys of its config
 // block go to the proxy, the rest to the connector.
-func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger) (svc *service, err error) {
+func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger, live *redact.Live) (svc *service, err error) {
 	pcfg, rest, err := httpproxy.ParseConfig(s.Config)
 	if err != nil {
 		return nil, err
@@ -250,11 +253,11 @@ func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger) (svc *
 			svc, err = nil, fmt.Errorf("connector %q panicked in NewConnector: %v", e.ID, r)
 		}
 	}()
-	c := e.HTTP.NewConnector(resources{config: rest, logger: logging.ForService(log, s.Name)})
+	c := e.HTTP.NewConnector(resources{config: rest, logger: logging.ForService(log, s.Name, live)})
 	if c == nil {
 		return nil, fmt.Errorf("connector %q: NewConnector returned nil", e.ID)
 	}
-	return &service{cfg: s, httpConn: c, httpCfg: pcfg, builtin: e.Source == builtinSource}, nil
+	return &service{cfg: s, httpConn: c, httpCfg: pcfg, builtin: e.Source == builtinSource, live: live}, nil
 }
 
 // httpConfigProblems turns httpproxy.ParseConfig errors into problems whose

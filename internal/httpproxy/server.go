@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
+	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	sdkhttp "github.com/secretless-broker/secretless-broker/sdk/connector/http"
 )
@@ -51,6 +52,9 @@ type Route struct {
 	Timeouts        Timeouts
 	Connector       Connector
 	Fetch           FetchFunc // nil: the connector gets no credentials
+	// Live, when set, holds each request's secrets while its connector
+	// runs, so that the connector's log lines are redacted with them.
+	Live *redact.Live
 	// PublicErrors lets the text of a connector error with a 4xx status
 	// (StatusCoder) reach the client. Set it only for connectors whose
 	// error texts were reviewed to hold no secret (the built-in ones);
@@ -482,6 +486,7 @@ func (s *Server) decorate(out *http.Request, r *route) (err error) {
 			err: fmt.Errorf("fetch credentials: %w", err)}
 	}
 	defer creds.Zero()
+	defer r.Live.Add(creds)() // removed before the values are zeroed
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Debug("connector panic stack", "service", r.Service, "stack", string(debug.Stack()))

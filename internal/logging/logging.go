@@ -1,5 +1,7 @@
 // Package logging builds the broker's slog logger and adapts it to the SDK's
-// printf-style log.Logger that connectors receive.
+// printf-style log.Logger that connectors receive. Connector log lines are
+// redacted with the secrets the service's connections hold at the moment
+// (package redact).
 package logging
 
 import (
@@ -8,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/secretless-broker/secretless-broker/internal/redact"
 	sdklog "github.com/secretless-broker/secretless-broker/sdk/log"
 )
 
@@ -32,14 +35,17 @@ type Adapter struct {
 	l      *slog.Logger
 	prefix string
 	debug  bool
+	live   *redact.Live
 }
 
-// ForService returns the SDK logger given to a service's connector.
-func ForService(l *slog.Logger, service string) *Adapter {
+// ForService returns the SDK logger given to a service's connector. Its
+// lines are redacted with the secrets live holds (nil: none).
+func ForService(l *slog.Logger, service string, live *redact.Live) *Adapter {
 	return &Adapter{
 		l:      l.With("service", service),
 		prefix: service,
 		debug:  l.Enabled(context.Background(), slog.LevelDebug),
+		live:   live,
 	}
 }
 
@@ -47,7 +53,7 @@ func (a *Adapter) log(level slog.Level, msg string) {
 	if level == slog.LevelDebug && !a.debug {
 		return
 	}
-	a.l.Log(context.Background(), level, msg)
+	a.l.Log(context.Background(), level, a.live.String(msg))
 }
 
 // Debugf implements sdklog.Logger.
@@ -64,7 +70,7 @@ func (a *Adapter) Errorf(f string, v ...any) { a.log(slog.LevelError, fmt.Sprint
 
 // Panicf implements sdklog.Logger.
 func (a *Adapter) Panicf(f string, v ...any) {
-	m := fmt.Sprintf(f, v...)
+	m := a.live.String(fmt.Sprintf(f, v...))
 	a.log(slog.LevelError, m)
 	panic(m)
 }
@@ -83,7 +89,7 @@ func (a *Adapter) Error(v ...any) { a.log(slog.LevelError, fmt.Sprint(v...)) }
 
 // Panic implements sdklog.Logger.
 func (a *Adapter) Panic(v ...any) {
-	m := fmt.Sprint(v...)
+	m := a.live.String(fmt.Sprint(v...))
 	a.log(slog.LevelError, m)
 	panic(m)
 }
@@ -104,7 +110,7 @@ func (a *Adapter) Errorln(v ...any) { a.log(slog.LevelError, sprintln(v...)) }
 
 // Panicln implements sdklog.Logger.
 func (a *Adapter) Panicln(v ...any) {
-	m := sprintln(v...)
+	m := a.live.String(sprintln(v...))
 	a.log(slog.LevelError, m)
 	panic(m)
 }
@@ -117,7 +123,7 @@ func (a *Adapter) Prefix() string { return a.prefix }
 
 // CopyWith implements sdklog.Logger.
 func (a *Adapter) CopyWith(prefix string, isDebug bool) sdklog.Logger {
-	return &Adapter{l: a.l.With("prefix", prefix), prefix: prefix, debug: isDebug}
+	return &Adapter{l: a.l.With("prefix", prefix), prefix: prefix, debug: isDebug, live: a.live}
 }
 
 var _ sdklog.Logger = (*Adapter)(nil)

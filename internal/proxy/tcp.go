@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/metrics"
+	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/internal/relay"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
@@ -37,7 +38,10 @@ type TCPService struct {
 	Listener  net.Listener
 	Connector tcp.Connector
 	Fetch     FetchFunc
-	Logger    *slog.Logger
+	// Live, when set, holds each connection's secrets during its
+	// handshake, so that the connector's log lines are redacted with them.
+	Live   *redact.Live
+	Logger *slog.Logger
 	// HandshakeTimeout bounds credential fetch plus Connect (which includes
 	// dialing the target); 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -237,6 +241,7 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 		return nil, metrics.ReasonCredentials, fmt.Errorf("fetch credentials: %w", err)
 	}
 	defer creds.Zero()
+	defer s.Live.Add(creds)() // removed before the values are zeroed
 	_ = client.SetDeadline(deadline)
 	// A connector that ignores deadlines (or blocks elsewhere) still loses
 	// its client at the deadline; whatever it returns later is discarded.

@@ -1,0 +1,102 @@
+package redact
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector"
+)
+
+func TestString(t *testing.T) {
+	const secret = "TopSecretValue42"
+	b64 := base64.StdEncoding.EncodeToString
+	tests := []struct {
+		name string
+		text string
+	}{
+		{"as written", "password is " + secret},
+		{"quoted with escapes", fmt.Sprintf("%q", "tab\t"+secret)},
+		{"bytes with %v", fmt.Sprintf("v %v", []byte(secret))},
+		{"hex", fmt.Sprintf("hex %x", secret)},
+		{"upper hex", fmt.Sprintf("HEX %X", secret)},
+		{"base64", "b64 " + b64([]byte(secret))},
+		{"base64 url", "b64 " + base64.URLEncoding.EncodeToString([]byte(secret+"\xff\xfe"))},
+		// The secret after 3, 2 and 4 bytes: each of the three alignments.
+		{"inside basic auth, aligned", "Basic " + b64([]byte("us:"+secret))},
+		{"inside basic auth, one byte off", "Basic " + b64([]byte("u:"+secret))},
+		{"inside basic auth, two bytes off", "Basic " + b64([]byte("use:"+secret))},
+	}
+	creds := connector.CredentialValuesByID{"password": []byte(secret)}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := String(tc.text, Secrets(creds))
+			if !strings.Contains(got, Mark) {
+				t.Fatalf("nothing redacted in %q", got)
+			}
+			for _, leak := range []string{secret, "TopSecret", "Value42", b64([]byte(secret))[:12]} {
+				if strings.Contains(got, leak) {
+					t.Errorf("%q still contains %q", got, leak)
+				}
+			}
+		})
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	tests := []struct {
+		name  string
+		creds connector.CredentialValuesByID
+		want  []string
+	}{
+		{"secret credential", connector.CredentialValuesByID{"password": []byte("hunter22")}, []string{"hunter22"}},
+		{"public credential", connector.CredentialValuesByID{"host": []byte("db.example")}, nil},
+		{"too short", connector.CredentialValuesByID{"pin": []byte("123")}, nil},
+		{"password in a url", connector.CredentialValuesByID{"url": []byte("redis://admin:UrlSecretPW@cache:6379/0")}, []string{"UrlSecretPW"}},
+		{"url without password", connector.CredentialValuesByID{"url": []byte("https://api.example/v1")}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Secrets(tc.creds)
+			if len(got) != len(tc.want) {
+				t.Fatalf("secrets %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if string(got[i]) != tc.want[i] {
+					t.Fatalf("secrets %q, want %q", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestErrorKeepsCleanErrors(t *testing.T) {
+	clean := errors.New("dial tcp: connection refused")
+	if got := Error(clean, connector.CredentialValuesByID{"password": []byte("hunter22")}); got != clean {
+		t.Errorf("clean error replaced: %v", got)
+	}
+	if got := Error(errors.New("bad hunter22"), connector.CredentialValuesByID{"password": []byte("hunter22")}); got.Error() != "bad "+Mark {
+		t.Errorf("got %v", got)
+	}
+}
+
+func TestLive(t *testing.T) {
+	var l Live
+	creds := connector.CredentialValuesByID{"password": []byte("hunter22")}
+	remove := l.Add(creds)
+	if got := l.String("pw hunter22"); got != "pw "+Mark {
+		t.Errorf("live: %q", got)
+	}
+	remove()
+	creds.Zero()
+	if got := l.String("pw hunter22"); got != "pw hunter22" {
+		t.Errorf("after remove: %q", got)
+	}
+	var none *Live
+	if got := none.String("x"); got != "x" {
+		t.Errorf("nil Live: %q", got)
+	}
+	none.Add(creds)()
+}
