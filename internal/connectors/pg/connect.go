@@ -661,6 +661,13 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			}
 			return e
 		case *pgproto3.NoticeResponse:
+			// A notice that quotes the password (a hostile or broken
+			// server, an extension echoing the login) is not relayed: the
+			// client must never see the secret.
+			if len(t.password) >= 4 && bytes.Contains(raw, t.password) {
+				s.c.logger.Warnf("pg: a notice from the PostgreSQL server during the startup contained the password; not relayed to the client")
+				continue
+			}
 			up.forward = append(up.forward, raw...)
 		case *pgproto3.NegotiateProtocolVersion:
 			if authSeen {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -221,4 +223,53 @@ func refusingPort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return sa.(*syscall.SockaddrInet4).Port
+}
+
+// TestStartupNoticeWithPassword: a notice the server sends during the
+// startup reaches the client, unless it quotes the password.
+func TestStartupNoticeWithPassword(t *testing.T) {
+	const password = "pw-Notice-Secret-7"
+	port := fakeServer(t, func(c net.Conn) {
+		if _, err := fakeReadStartup(c); err != nil {
+			return
+		}
+		if writeMsgs(c, &pgproto3.AuthenticationCleartextPassword{}) != nil {
+			return
+		}
+		if typ, _, err := readFrontendMsg(c); err != nil || typ != 'p' {
+			return
+		}
+		_ = writeMsgs(c,
+			&pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "welcome"},
+			&pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "your password is " + password},
+			&pgproto3.AuthenticationOk{},
+			&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 2}},
+			&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		drain(c)
+	})
+	svc := newService(t, map[string]string{"host": "127.0.0.1", "port": fmt.Sprint(port), "username": "u",
+		"password": password, "sslmode": "disable"}, "")
+	cfg, err := pgx.ParseConfig(svc.dsn(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		notices = append(notices, n.Message)
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notices) != 1 || notices[0] != "welcome" {
+		t.Errorf("client got notices %q, want only the one without the password", notices)
+	}
 }
