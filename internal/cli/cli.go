@@ -170,6 +170,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageErr(stderr, "unexpected argument %q", fs.Arg(0))
 	}
+	if *grace <= 0 {
+		return usageErr(stderr, "-shutdown-timeout must be positive, not %v (1ms closes open connections at once)", *grace)
+	}
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageErr(stderr, "-log-format must be text or json, not %q", *logFormat)
 	}

@@ -340,6 +340,19 @@ func TestShutdownGraceExpires(t *testing.T) {
 	}
 }
 
+// TestShutdownWithNothingOpen: with no open connection, Shutdown is done
+// even when its grace period has already run out.
+func TestShutdownWithNothingOpen(t *testing.T) {
+	target := echoServer(t)
+	s, _ := startService(t, dialer(target.Addr().String()), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v, want nil", err)
+	}
+}
+
 func TestListenUnix(t *testing.T) {
 	dir := t.TempDir()
 	addr := func(name string) config.Address {
