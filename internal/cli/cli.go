@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/secretless-broker/secretless-broker/internal/broker"
 	"github.com/secretless-broker/secretless-broker/internal/config"
@@ -336,11 +338,11 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 			if len(mine) == 0 {
-				fmt.Fprintf(stdout, "ok      %s  sha256:%s  %s %s\n", p.File, p.Digest, p.PackagePath, p.GoVersion)
+				fmt.Fprintf(stdout, "ok      %s  sha256:%s  %s %s\n", displayName(p.File), p.Digest, p.PackagePath, p.GoVersion)
 				continue
 			}
 			for _, e := range mine {
-				fmt.Fprintf(stdout, "FAILED  %s: %s\n", p.File, e)
+				fmt.Fprintf(stdout, "FAILED  %s: %s\n", displayName(p.File), e)
 			}
 		}
 		for i, e := range problems {
@@ -380,4 +382,15 @@ func emptyFlag(fs *flag.FlagSet, stderr io.Writer, names ...string) int {
 		}
 	})
 	return code
+}
+
+// displayName is a file name as a line of output shows it: quoted when it
+// holds a control character (a newline in a name could forge a line).
+func displayName(name string) string {
+	for _, r := range name {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return strconv.Quote(name)
+		}
+	}
+	return name
 }

@@ -171,3 +171,19 @@ func TestEmptyFlagValues(t *testing.T) {
 		})
 	}
 }
+
+func TestDisplayName(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "redis.so", "redis.so"},
+		{"spaces and unicode", "my plugin é.so", "my plugin é.so"},
+		{"newline forging a line", "x.so\nok      evil.so", `"x.so\nok      evil.so"`},
+		{"invalid utf-8", "x\xff.so", `"x\xff.so"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := displayName(tc.in); got != tc.want {
+				t.Errorf("displayName(%q) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -715,11 +715,11 @@ func pluginsCheck(args []string, stdout, stderr io.Writer) int {
 	for _, name := range args {
 		problems, verdict := checkFile(b, name)
 		if len(problems) == 0 {
-			fmt.Fprintf(stdout, "ok      %s: %s\n", name, verdict)
+			fmt.Fprintf(stdout, "ok      %s: %s\n", displayName(name), verdict)
 			continue
 		}
 		failed++
-		fmt.Fprintf(stdout, "FAILED  %s:\n", name)
+		fmt.Fprintf(stdout, "FAILED  %s:\n", displayName(name))
 		for _, p := range problems {
 			fmt.Fprintf(stdout, "    %s\n", p)
 		}
@@ -972,7 +972,7 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, errors.New("plugin directory verification failed"))
 	}
 	for _, p := range res {
-		fmt.Fprintf(stdout, "ok      %s  sha256:%s  %s %s\n", p.File, p.Digest, p.PackagePath, p.GoVersion)
+		fmt.Fprintf(stdout, "ok      %s  sha256:%s  %s %s\n", displayName(p.File), p.Digest, p.PackagePath, p.GoVersion)
 	}
 	fmt.Fprintf(stdout, "wrote %s (%d plugin(s)); start the broker with: secretless-broker -p %s -s %s\n", sums, len(res), shellJoin([]string{dir}), shellJoin([]string{sums}))
 	return ExitOK
