@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -31,6 +32,10 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 		return l, nil
 	case "unix":
 		if st, err := os.Lstat(addr.Address); err == nil {
+			if st.IsDir() {
+				return nil, fmt.Errorf("listen on %s: %s is a directory: listenOn names the socket file itself, such as %s (PostgreSQL clients given host=DIR port=PORT look for DIR/.s.PGSQL.PORT); %w",
+					addr, addr.Address, filepath.Join(addr.Address, ".s.PGSQL.5432"), ErrNotSocket)
+			}
 			if st.Mode().Type() != fs.ModeSocket {
 				return nil, fmt.Errorf("listen on %s: %s %w", addr, addr.Address, ErrNotSocket)
 			}

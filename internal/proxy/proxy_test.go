@@ -390,7 +390,8 @@ func TestListenUnix(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, "d"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Listen(addr("d"), 0o600); !errors.Is(err, ErrNotSocket) {
+		_, err := Listen(addr("d"), 0o600)
+		if !errors.Is(err, ErrNotSocket) || !strings.Contains(err.Error(), "is a directory: listenOn names the socket file itself, such as "+filepath.Join(dir, "d", ".s.PGSQL.5432")) {
 			t.Fatalf("err = %v", err)
 		}
 	})

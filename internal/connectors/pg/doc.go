@@ -1,6 +1,8 @@
 // Package pg is the PostgreSQL connector (id "pg"). Clients such as psql,
 // pgbench, pgx, lib/pq, JDBC or any libpq program connect to the service's
-// listener (TCP, or a unix socket directory holding ".s.PGSQL.<port>")
+// listener (TCP, or a unix socket: listenOn names the socket file itself,
+// unix:///DIR/.s.PGSQL.PORT, which libpq clients reach with host=DIR
+// port=PORT)
 // without a password; the connector logs in to the real server with the
 // service's credentials and hands the authenticated connection to the
 // broker, which relays bytes untouched from then on (with serverPool, a
