@@ -14,6 +14,7 @@ type idleTimer struct {
 	last    atomic.Int64 // unix nanoseconds of the last activity
 	t       *time.Timer
 	conns   [2]net.Conn
+	fired   atomic.Bool // the timeout closed the session
 }
 
 func newIdleTimer(timeout time.Duration, a, b net.Conn) *idleTimer {
@@ -26,6 +27,7 @@ func newIdleTimer(timeout time.Duration, a, b net.Conn) *idleTimer {
 func (it *idleTimer) check() {
 	idle := time.Since(time.Unix(0, it.last.Load()))
 	if idle >= it.timeout {
+		it.fired.Store(true)
 		for _, c := range it.conns {
 			_ = c.Close()
 		}

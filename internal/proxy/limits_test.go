@@ -67,7 +67,7 @@ func TestMaxConnections(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	target := echoServer(t)
-	s, _ := startService(t, dialer(target.Addr().String()), nil, func(s *TCPService) { s.IdleTimeout = 300 * time.Millisecond })
+	s, logs := startService(t, dialer(target.Addr().String()), nil, func(s *TCPService) { s.IdleTimeout = 300 * time.Millisecond })
 	c, err := net.Dial("tcp", s.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +91,17 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("idle session closed after %v", d)
+	}
+	// The log says why the broker ended it.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), `msg="connection closed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no close logged:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "closedBy=idleTimeout") {
+		t.Errorf("close not attributed to the idle timeout:\n%s", logs)
 	}
 }
 

@@ -208,8 +208,9 @@ func (s *TCPService) handle(client net.Conn) {
 	setKeepAlive(target)
 	log.Debug("connection authenticated", "target", target.RemoteAddr().String(), "handshake", time.Since(start))
 	c, t := client, target
+	var idle *idleTimer
 	if s.IdleTimeout > 0 {
-		idle := newIdleTimer(s.IdleTimeout, client, target)
+		idle = newIdleTimer(s.IdleTimeout, client, target)
 		defer idle.stop()
 		c, t = idle.wrap(client), idle.wrap(target)
 	}
@@ -219,7 +220,11 @@ func (s *TCPService) handle(client net.Conn) {
 		s.Metrics.BytesRelayed.WithLabelValues(s.Name, "to_client").Add(float64(res.TargetToClient))
 	}
 	attrs := []any{"duration", time.Since(start), "bytesToTarget", res.ClientToTarget, "bytesToClient", res.TargetToClient}
-	if !relay.IsClosedErr(res.Err) {
+	if idle != nil && idle.fired.Load() {
+		// Bytes were on neither leg for idleTimeout: the broker ended the
+		// session (both sides see a plain close; see docs/operations.md).
+		attrs = append(attrs, "closedBy", "idleTimeout")
+	} else if !relay.IsClosedErr(res.Err) {
 		attrs = append(attrs, "error", res.Err)
 	}
 	log.Info("connection closed", attrs...)
