@@ -287,6 +287,12 @@ func (p *parser) duplicateKeys(n *yaml.Node, path string) {
 			if path != "" {
 				kp = path + "." + k.Value
 			}
+			if isMerge(k) {
+				if mergeSources(resolve(v)) == nil {
+					p.addf(k, kp, "must merge a mapping or a list of mappings (<<: *anchor or <<: [*a, *b])")
+				}
+				continue // the merged mapping is checked where it is written
+			}
 			if k.Kind == yaml.ScalarNode && !own {
 				if line, dup := first[k.Value]; dup {
 					p.addf(k, kp, "given twice (first on line %d); each key may appear once", line)
@@ -316,10 +322,117 @@ func yamlErrLine(msg string) (int, bool) {
 
 // forEachPair calls f for each key and value of a mapping, with aliases
 // (*anchor) resolved.
+// forEachPair calls f for each key of mapping m, including keys merged in
+// with "<<" (YAML merge keys, as Secretless's YAML library took them): a
+// key written in m wins over a merged one, and an earlier merge source
+// over a later one.
 func forEachPair(m *yaml.Node, f func(k, v *yaml.Node)) {
+	seen := map[string]bool{}
+	eachPair(m, 0, func(k, v *yaml.Node, merged bool) {
+		if k.Kind == yaml.ScalarNode {
+			// A key written twice in m itself is passed on twice (and
+			// reported); a merged key only when m does not have it.
+			if merged && seen[k.Value] {
+				return
+			}
+			seen[k.Value] = true
+		}
+		f(k, v)
+	})
+}
+
+// maxMergeDepth bounds merges of merges.
+const maxMergeDepth = 8
+
+func eachPair(m *yaml.Node, depth int, f func(k, v *yaml.Node, merged bool)) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		f(resolve(m.Content[i]), resolve(m.Content[i+1]))
+		if k := resolve(m.Content[i]); !isMerge(k) {
+			f(k, resolve(m.Content[i+1]), depth > 0)
+		}
 	}
+	if depth >= maxMergeDepth {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if isMerge(resolve(m.Content[i])) {
+			for _, src := range mergeSources(resolve(m.Content[i+1])) {
+				eachPair(src, depth+1, f)
+			}
+		}
+	}
+}
+
+// isMerge reports whether k is the merge key "<<".
+func isMerge(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" && (k.Tag == "!!merge" || k.Tag == "")
+}
+
+// mergeSources is what a "<<" merges: a mapping, or a list of mappings;
+// nil for anything else (duplicateKeys reports it).
+func mergeSources(v *yaml.Node) []*yaml.Node {
+	switch v.Kind {
+	case yaml.MappingNode:
+		return []*yaml.Node{v}
+	case yaml.SequenceNode:
+		out := make([]*yaml.Node, 0, len(v.Content))
+		for _, c := range v.Content {
+			c = resolve(c)
+			if c.Kind != yaml.MappingNode {
+				return nil
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+	return nil
+}
+
+// maxExpanded bounds the nodes a config block may expand to once its
+// aliases and merges are written out (a "billion laughs" block stops here).
+const maxExpanded = 100000
+
+// expand returns a copy of n with every alias replaced by what it names and
+// every merge written out, so that the copy encodes to YAML that stands on
+// its own (a connector's config block may use anchors defined elsewhere in
+// the file).
+func expand(n *yaml.Node, budget *int) (*yaml.Node, error) {
+	n = resolve(n)
+	if *budget--; *budget < 0 {
+		return nil, errors.New("too large once its aliases are expanded")
+	}
+	c := *n
+	c.Anchor, c.Alias, c.Content = "", nil, nil
+	switch n.Kind {
+	case yaml.AliasNode:
+		return nil, errors.New("an alias that names nothing, or aliases nested too deeply")
+	case yaml.MappingNode:
+		var err error
+		forEachPair(n, func(k, v *yaml.Node) {
+			if err != nil {
+				return
+			}
+			var kk, vv *yaml.Node
+			if kk, err = expand(k, budget); err != nil {
+				return
+			}
+			if vv, err = expand(v, budget); err != nil {
+				return
+			}
+			c.Content = append(c.Content, kk, vv)
+		})
+		if err != nil {
+			return nil, err
+		}
+	case yaml.SequenceNode:
+		for _, e := range n.Content {
+			ee, err := expand(e, budget)
+			if err != nil {
+				return nil, err
+			}
+			c.Content = append(c.Content, ee)
+		}
+	}
+	return &c, nil
 }
 
 func resolve(n *yaml.Node) *yaml.Node {
@@ -427,12 +540,18 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 			if isNull(v) {
 				return
 			}
-			b, err := yaml.Marshal(v)
+			budget := maxExpanded
+			ev, err := expand(v, &budget)
+			if err != nil {
+				p.addf(v, kp, "%v", err)
+				return
+			}
+			b, err := yaml.Marshal(ev)
 			if err != nil {
 				p.addf(v, kp, "cannot encode: %v", err)
 				return
 			}
-			s.Config, s.configNode = b, v
+			s.Config, s.configNode = b, ev
 		default:
 			p.addf(k, kp, "unknown key (expected connector, listenOn, credentials, config, socketMode, maxConnections, connectTimeout, idleTimeout)")
 		}

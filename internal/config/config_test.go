@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,4 +225,96 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("config without services accepted")
 		}
 	})
+}
+
+// TestMergeKeys: YAML merge keys ("<<"), which Secretless's YAML library
+// accepted, work at every level, a key written beside the merge wins, and a
+// config block that uses anchors from elsewhere reaches its connector
+// written out in full.
+func TestMergeKeys(t *testing.T) {
+	in := `version: 2
+services:
+  a:
+    <<: &common
+      connector: pg
+      credentials:
+        host: db.internal
+        username: app
+      config: &cfg
+        connectTimeout: 5s
+        tls: {cert: /c, key: /k}
+    listenOn: tcp://127.0.0.1:1
+  b:
+    <<: *common
+    listenOn: tcp://127.0.0.1:2
+    credentials:
+      host: other.internal
+      username: app
+    config:
+      <<: *cfg
+      connectTimeout: 9s
+`
+	cfg, err := Parse("c.yml", []byte(in), testProviders{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Services) != 2 {
+		t.Fatalf("services %+v", cfg.Services)
+	}
+	a, b := cfg.Services[0], cfg.Services[1]
+	if a.Connector != "pg" || b.Connector != "pg" {
+		t.Errorf("connectors %q %q", a.Connector, b.Connector)
+	}
+	if len(b.Credentials) != 2 || b.Credentials[0].Get != "other.internal" {
+		t.Errorf("b's own credentials do not win: %+v", b.Credentials)
+	}
+	if len(a.Credentials) != 2 || a.Credentials[0].Get != "db.internal" {
+		t.Errorf("a's merged credentials: %+v", a.Credentials)
+	}
+	for _, tc := range []struct {
+		name string
+		svc  Service
+		want []string
+	}{
+		{"anchored block", a, []string{"connectTimeout: 5s", "cert: /c"}},
+		{"merged block with an override", b, []string{"connectTimeout: 9s", "cert: /c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := string(tc.svc.Config)
+			if strings.ContainsAny(got, "*&") || strings.Contains(got, "<<") {
+				t.Errorf("config block not written out:\n%s", got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("config block lacks %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
+
+func TestMergeKeyErrors(t *testing.T) {
+	// A config block whose aliases name lists of aliases, six levels of ten.
+	laughs := "      l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+	for i := 1; i <= 5; i++ {
+		prev := fmt.Sprintf("*l%d", i-1)
+		laughs += fmt.Sprintf("      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(prev+", ", 10), ", "))
+	}
+	tests := []struct {
+		name, in string
+		want     string
+	}{
+		{"merge of a scalar", "version: 2\nservices:\n  a:\n    <<: 5\n    connector: pg\n    listenOn: tcp://:1\n",
+			"c.yml:4: services.a.<<: must merge a mapping or a list of mappings"},
+		{"aliases expanding without end", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://:1\n    config:\n" + laughs,
+			"c.yml:7: services.a.config: too large once its aliases are expanded"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yml", []byte(tc.in), testProviders{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
 }
