@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -647,7 +648,7 @@ func ParseAddress(raw string) (Address, error) {
 		if err != nil {
 			return a, fmt.Errorf("malformed address %q: want tcp://host:port", raw)
 		}
-		if strings.ContainsAny(host, "/ ") {
+		if strings.ContainsAny(host, "/ @?#") || strings.ContainsFunc(host, unicode.IsControl) {
 			return a, fmt.Errorf("malformed address %q: bad host %q", raw, host)
 		}
 		n, err := strconv.Atoi(port)
@@ -665,6 +666,9 @@ func ParseAddress(raw string) (Address, error) {
 		}
 		if strings.HasSuffix(path, "/") {
 			return a, fmt.Errorf("malformed address %q: names a directory, not a socket file", raw)
+		}
+		if strings.ContainsFunc(path, unicode.IsControl) {
+			return a, fmt.Errorf("malformed address %q: control character in the path", raw)
 		}
 		if len(path) > 107 {
 			return a, fmt.Errorf("socket path %q is longer than the 107 bytes unix sockets allow", path)

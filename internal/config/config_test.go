@@ -115,6 +115,8 @@ func TestParseErrors(t *testing.T) {
 		{"port out of range", svc("    connector: pg\n    listenOn: tcp://localhost:70000\n"), []string{"services.svc.listenOn: port 70000 out of range"}},
 		{"port zero", svc("    connector: pg\n    listenOn: tcp://localhost:0\n"), []string{"services.svc.listenOn: port 0 out of range"}},
 		{"relative unix", svc("    connector: pg\n    listenOn: unix://tmp/x.sock\n"), []string{"services.svc.listenOn: malformed address"}},
+		{"host with userinfo", svc("    connector: pg\n    listenOn: tcp://user@127.0.0.1:1\n"), []string{`services.svc.listenOn: malformed address "tcp://user@127.0.0.1:1": bad host`}},
+		{"nul in unix path", svc("    connector: pg\n    listenOn: \"unix:///tmp/a\\0b.sock\"\n"), []string{"services.svc.listenOn: malformed address", "control character"}},
 		{"unknown scheme", svc("    connector: pg\n    listenOn: udp://:53\n"), []string{"services.svc.listenOn: malformed address"}},
 		{"bad socketMode", svc("    connector: pg\n    listenOn: unix:///tmp/x.sock\n    socketMode: rw\n"), []string{"services.svc.socketMode: must be an octal"}},
 		{"socketMode on tcp", svc("    connector: pg\n    listenOn: tcp://:1\n    socketMode: \"0600\"\n"), []string{"services.svc.socketMode: only applies to unix"}},
