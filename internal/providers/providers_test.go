@@ -12,20 +12,28 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/config"
 )
 
-func TestFetch(t *testing.T) {
-	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "pw")
+// credentialFiles makes, in a new directory, a secret file holding
+// "file-secret\n", a fifo and a file one byte over MaxFileSize.
+func credentialFiles(t *testing.T) (dir, secretFile, fifo, huge string) {
+	t.Helper()
+	dir = t.TempDir()
+	secretFile = filepath.Join(dir, "pw")
 	if err := os.WriteFile(secretFile, []byte("file-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(dir, "fifo")
+	fifo = filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	huge := filepath.Join(dir, "huge")
+	huge = filepath.Join(dir, "huge")
 	if err := os.WriteFile(huge, make([]byte, MaxFileSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return dir, secretFile, fifo, huge
+}
+
+func TestFetch(t *testing.T) {
+	dir, secretFile, fifo, huge := credentialFiles(t)
 	t.Setenv("SL_TEST_PW", "env-secret")
 	t.Setenv("SL_TEST_EMPTY", "")
 	r := Default()
@@ -100,19 +108,7 @@ func TestFileHonoursContext(t *testing.T) {
 }
 
 func TestCheckID(t *testing.T) {
-	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "pw")
-	if err := os.WriteFile(secretFile, []byte("file-secret"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	huge := filepath.Join(dir, "huge")
-	if err := os.WriteFile(huge, make([]byte, MaxFileSize+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, secretFile, fifo, huge := credentialFiles(t)
 	t.Setenv("SL_TEST_SET", "v")
 	t.Setenv("SL_TEST_EMPTY", "")
 	tests := []struct {
