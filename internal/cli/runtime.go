@@ -9,8 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
 )
 
 // poke sends on a 1-buffered channel without blocking: several requests that
@@ -27,7 +28,9 @@ func poke(c chan struct{}) {
 // by swapping a symlink, which inotify watches on the file itself miss.
 func watchFile(ctx context.Context, file string, every time.Duration, changed func()) {
 	digest := func() []byte {
-		data, err := os.ReadFile(file)
+		// Bounded, and never blocked by a fifo: a bad file is left for the
+		// reload to report, once it is changed into a good one.
+		data, err := config.ReadFile(file)
 		if err != nil {
 			return nil
 		}

@@ -36,6 +36,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -164,7 +165,18 @@ const MaxFileSize = 16 << 20
 // Load reads and validates a config file: a regular file of at most
 // MaxFileSize bytes.
 func Load(file string, providers ProviderInfo) (*Config, error) {
-	f, err := os.Open(file)
+	data, err := ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(file, data, providers)
+}
+
+// ReadFile reads a config file: a regular file (a symlink to one is fine)
+// of at most MaxFileSize bytes. It never blocks on a fifo or a device put
+// at the path, and never reads more than the limit.
+func ReadFile(file string) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
@@ -172,7 +184,7 @@ func Load(file string, providers ProviderInfo) (*Config, error) {
 	if st, err := f.Stat(); err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read config %s: not a regular file", file)
+		return nil, fmt.Errorf("read config %s: not a regular file (%s)", file, st.Mode().Type())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
@@ -181,7 +193,7 @@ func Load(file string, providers ProviderInfo) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("read config %s: larger than %d bytes", file, MaxFileSize)
 	}
-	return Parse(file, data, providers)
+	return data, nil
 }
 
 type parser struct {
