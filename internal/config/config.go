@@ -246,7 +246,7 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 		p.addf(root, "", "top level must be a mapping with version and services")
 		return nil, &Error{Problems: p.problems}
 	}
-	p.duplicateKeys(root, "")
+	p.duplicateKeys(root, "", roleRoot)
 	var versionSeen, servicesSeen bool
 	forEachPair(root, func(k, v *yaml.Node) {
 		switch k.Value {
@@ -285,14 +285,14 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 // a listener from loopback to every interface). Service names and
 // credential names have their own messages. Aliases are not followed: what
 // they point to is checked where it is written.
-func (p *parser) duplicateKeys(n *yaml.Node, path string) {
+func (p *parser) duplicateKeys(n *yaml.Node, path string, role keyRole) {
 	switch n.Kind {
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			p.duplicateKeys(c, fmt.Sprintf("%s[%d]", path, i))
+			p.duplicateKeys(c, fmt.Sprintf("%s[%d]", path, i), roleOther)
 		}
 	case yaml.MappingNode:
-		own := path == "services" || credentialsPath(path)
+		own := role == roleServices || role == roleCredentials
 		first := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
@@ -313,15 +313,33 @@ func (p *parser) duplicateKeys(n *yaml.Node, path string) {
 					first[k.Value] = k.Line
 				}
 			}
-			p.duplicateKeys(v, kp)
+			p.duplicateKeys(v, kp, childRole(role, k))
 		}
 	}
 }
 
-// credentialsPath reports whether path is "services.NAME.credentials".
-func credentialsPath(path string) bool {
-	rest, ok := strings.CutPrefix(path, "services.")
-	return ok && strings.HasSuffix(rest, ".credentials") && strings.Count(rest, ".") == 1
+// keyRole is where a mapping stands in the file, for duplicateKeys.
+type keyRole int
+
+const (
+	roleOther       keyRole = iota
+	roleRoot                // the top level
+	roleServices            // the services mapping
+	roleService             // one service
+	roleCredentials         // a service's credentials
+)
+
+// childRole is the role of the value of key k in a mapping of role r.
+func childRole(r keyRole, k *yaml.Node) keyRole {
+	switch {
+	case r == roleRoot && k.Value == "services":
+		return roleServices
+	case r == roleServices:
+		return roleService
+	case r == roleService && k.Value == "credentials":
+		return roleCredentials
+	}
+	return roleOther
 }
 
 func yamlErrLine(msg string) (int, bool) {
@@ -341,7 +359,8 @@ func yamlErrLine(msg string) (int, bool) {
 // over a later one.
 func forEachPair(m *yaml.Node, f func(k, v *yaml.Node)) {
 	seen := map[string]bool{}
-	eachPair(m, 0, func(k, v *yaml.Node, merged bool) {
+	visited := map[*yaml.Node]bool{m: true}
+	eachPair(m, 0, visited, func(k, v *yaml.Node, merged bool) {
 		if k.Kind == yaml.ScalarNode {
 			// A key written twice in m itself is passed on twice (and
 			// reported); a merged key only when m does not have it.
@@ -357,7 +376,11 @@ func forEachPair(m *yaml.Node, f func(k, v *yaml.Node)) {
 // maxMergeDepth bounds merges of merges.
 const maxMergeDepth = 8
 
-func eachPair(m *yaml.Node, depth int, f func(k, v *yaml.Node, merged bool)) {
+// eachPair walks m's own pairs, then its merge sources in order. A source
+// reached a second time (through aliases, at any depth) is skipped: its
+// keys were all offered the first time, so merges of merges cost one visit
+// per distinct mapping, not one per path to it.
+func eachPair(m *yaml.Node, depth int, visited map[*yaml.Node]bool, f func(k, v *yaml.Node, merged bool)) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if k := resolve(m.Content[i]); !isMerge(k) {
 			f(k, resolve(m.Content[i+1]), depth > 0)
@@ -369,7 +392,10 @@ func eachPair(m *yaml.Node, depth int, f func(k, v *yaml.Node, merged bool)) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if isMerge(resolve(m.Content[i])) {
 			for _, src := range mergeSources(resolve(m.Content[i+1])) {
-				eachPair(src, depth+1, f)
+				if !visited[src] {
+					visited[src] = true
+					eachPair(src, depth+1, visited, f)
+				}
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 type testProviders struct{}
@@ -147,6 +149,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"c.yml:9: services.svc.config.tls.cert: given twice (first on line 8)"}},
 		{"key twice in a list item", svc("    connector: pg\n    listenOn: tcp://:1\n    config:\n      rules:\n        - {a: 1, a: 2}\n"),
 			[]string{"services.svc.config.rules[0].a: given twice"}},
+		{"key twice in a service named like a credentials path", "version: 2\nservices:\n  x.credentials:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    listenOn: tcp://0.0.0.0:1\n",
+			[]string{"c.yml:6: services.x.credentials.listenOn: given twice"}},
 		{"service twice keeps its message", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://:1\n  a:\n    connector: pg\n    listenOn: tcp://:2\n",
 			[]string{"c.yml:6: services.a: service defined twice"}},
 		{"credential twice keeps its message", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      a: x\n      a: y\n"),
@@ -340,6 +344,29 @@ func TestMergeKeyErrors(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		prev := fmt.Sprintf("*l%d", i-1)
 		laughs += fmt.Sprintf("      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(prev+", ", 10), ", "))
+	}
+	// Each level merges the one below twelve times over, eight levels deep:
+	// a walk along every path would take 12^8 steps.
+	bomb := "version: 2\nservices:\n  s:\n    <<: "
+	lvl := "&a0 {listenOn: \"tcp://127.0.0.1:1\"}"
+	for i := 1; i < 8; i++ {
+		lvl = fmt.Sprintf("&a%d {<<: [%s%s]}", i, lvl, strings.Repeat(fmt.Sprintf(", *a%d", i-1), 11))
+	}
+	bomb += "[" + lvl + strings.Repeat(", *a7", 11) + "]\n    connector: pg\n"
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(bomb), &doc); err != nil {
+		t.Fatal(err)
+	}
+	svc := doc.Content[0].Content[3].Content[1]
+	steps := 0
+	eachPair(svc, 0, map[*yaml.Node]bool{svc: true}, func(*yaml.Node, *yaml.Node, bool) {
+		if steps++; steps > 20 {
+			t.Fatalf("merge of merges walked more than %d pairs; each mapping should be visited once", steps-1)
+		}
+	})
+	cfg, err := Parse("c.yml", []byte(bomb), testProviders{})
+	if err != nil || len(cfg.Services) != 1 || cfg.Services[0].ListenOn.Raw != "tcp://127.0.0.1:1" {
+		t.Fatalf("merge of merges: %v", err)
 	}
 	tests := []struct {
 		name, in string
