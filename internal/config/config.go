@@ -750,6 +750,13 @@ func CheckAddresses(cfg *Config, shared func(connector string) bool) []Problem {
 				continue
 			}
 			if a.ListenOn.Address == b.ListenOn.Address && shared(a.Connector) && shared(b.Connector) {
+				// One listener serves both: one socket, one mode.
+				if a.ListenOn.Network == "unix" && a.SocketMode != b.SocketMode {
+					out = append(out, Problem{File: cfg.File, Line: a.listenLine, Path: "services." + a.Name + ".socketMode",
+						Msg: fmt.Sprintf("%04o differs from the %04o of service %q on the same socket; services sharing a socket must give the same socketMode",
+							a.SocketMode.Perm(), b.SocketMode.Perm(), b.Name)})
+					break
+				}
 				continue
 			}
 			out = append(out, Problem{File: cfg.File, Line: a.listenLine, Path: "services." + a.Name + ".listenOn",

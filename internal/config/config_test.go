@@ -193,6 +193,10 @@ func TestCheckAddresses(t *testing.T) {
 		{"other host", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.2:5432"), ""},
 		{"other port", two("pg", "tcp://127.0.0.1:5432", "tcp://127.0.0.1:5433"), ""},
 		{"http services share", two("basic_auth", "tcp://127.0.0.1:8080", "tcp://127.0.0.1:8080"), ""},
+		{"http services share a socket", two("basic_auth", "unix:///tmp/h.sock", "unix:///tmp/h.sock"), ""},
+		{"http services share a socket with different modes", strings.Replace(two("basic_auth", "unix:///tmp/h.sock", "unix:///tmp/h.sock"),
+			"listenOn: unix:///tmp/h.sock\n  b:", "listenOn: unix:///tmp/h.sock\n    socketMode: \"0666\"\n  b:", 1),
+			`services.b.socketMode: 0660 differs from the 0666 of service "a" on the same socket`},
 		{"http services on overlapping but different addresses", two("basic_auth", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:8080"), "services.b.listenOn: address"},
 	}
 	for _, tt := range tests {
