@@ -86,6 +86,38 @@ func TestCurlThroughProxy(t *testing.T) {
 			t.Fatalf("target saw %+v", e)
 		}
 	})
+	refused := func(t *testing.T, want string, args ...string) {
+		t.Helper()
+		bin := requireTool(t, "curl")
+		cmd := exec.Command(bin, append([]string{"-s", "-x", "http://" + addr, "-o", "/dev/null", "-w", "%{http_code}"}, args...)...)
+		cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "no_proxy=", "NO_PROXY=")
+		out, _ := cmd.Output()
+		if string(out) != want {
+			t.Fatalf("curl %q: status %s, want %s", args, out, want)
+		}
+	}
+	for _, tc := range []struct{ name, path string }{
+		{"dot dot segment", "/generic/../admin"},
+		{"encoded dot dot segment", "/generic/%2e%2e/admin"},
+		{"dot dot behind an encoded slash", "/generic/..%2Fadmin"},
+		{"dot segment", "/generic/./x"},
+		{"backslash separator", "/generic\\..\\admin"},
+	} {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			refused(t, "400", "--path-as-is", "http://"+plain.hostPort()+tc.path)
+		})
+	}
+	t.Run("dots inside a segment pass", func(t *testing.T) {
+		e := decode(t, curl(t, addr, "http://"+plain.hostPort()+"/generic/a..b/.x"))
+		if e.URI != "/generic/a..b/.x" {
+			t.Fatalf("target saw %q", e.URI)
+		}
+	})
+	for _, m := range []string{"TRACE", "TRACK"} {
+		t.Run("refused: "+m, func(t *testing.T) {
+			refused(t, "405", "-X", m, "http://"+plain.hostPort()+"/generic/t")
+		})
+	}
 	t.Run("unmatched refused", func(t *testing.T) {
 		bin := requireTool(t, "curl")
 		cmd := exec.Command(bin, "-s", "-x", "http://"+addr, "-o", "/dev/stderr", "-w", "%{http_code}", "http://"+plain.hostPort()+"/other")

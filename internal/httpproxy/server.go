@@ -346,6 +346,25 @@ func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
 	s.proxy(w, r, u)
 }
 
+// hasDotSegment reports whether an escaped URL path has a "." or ".."
+// segment once decoded, also where the separator is an encoded slash or a
+// backslash, as some servers take them: a pattern such as ^http://h/api/
+// must not let /api/../admin (which the target resolves to /admin) through.
+func hasDotSegment(escaped string) bool {
+	dec, err := url.PathUnescape(escaped)
+	if err != nil {
+		dec = escaped
+	}
+	for _, p := range []string{escaped, dec} {
+		for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+			if seg == "." || seg == ".." {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func stripDefaultPort(scheme, hostport string) string {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -374,6 +393,14 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 			writeError(w, http.StatusLoopDetected, "secretless: request loops back to this proxy")
 			return
 		}
+	}
+	if r.Method == "TRACE" || r.Method == "TRACK" {
+		writeError(w, http.StatusMethodNotAllowed, "secretless: "+r.Method+" is refused: the target would echo the request, injected credentials included, back to the client")
+		return
+	}
+	if hasDotSegment(u.EscapedPath()) {
+		writeError(w, http.StatusBadRequest, "secretless: the request path has a . or .. segment (perhaps percent-encoded): the target would resolve it after the broker matched the URL to a service; send the resolved path")
+		return
 	}
 	target := *u
 	target.User = nil
