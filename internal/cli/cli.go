@@ -184,6 +184,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := logging.NewFormat(stderr, *debug, *logFormat)
 	log.Debug("starting secretless-broker", "version", Version, "go", runtime.Version(), "config", file)
+	// Signals are taken over before anything else: a SIGTERM during
+	// start-up ends the broker cleanly once it has started, and a SIGHUP
+	// (a reload) is not the default "terminate".
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(hup)
+	var prof *profileServer
+	if *profile != "" {
+		// Checked and bound before any listener opens; served once
+		// start-up succeeded.
+		if prof, err = listenProfile(*profile); err != nil {
+			return fail(stderr, err)
+		}
+		defer prof.close()
+	}
 	b, err := broker.Prepare(broker.Options{
 		ConfigFile: file, PluginDir: *pluginDir, ChecksumFile: *sumFile,
 		HealthAddr: *healthAddr, ShutdownTimeout: *grace, Logger: log,
@@ -194,23 +211,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := b.Start(); err != nil {
 		return fail(stderr, err)
 	}
-	if *profile != "" {
-		// Opened last, like every listener: only once start-up succeeded.
-		stopProfile, err := startProfile(*profile, log)
-		if err != nil {
-			return fail(stderr, err)
-		}
-		defer stopProfile()
+	if prof != nil {
+		prof.serve(log)
 	}
 	if a := b.HealthAddr(); a != nil {
 		log.Info("health server listening", "address", a.String())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	reload := make(chan struct{}, 1)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {

@@ -187,3 +187,26 @@ func TestDisplayName(t *testing.T) {
 		})
 	}
 }
+
+// TestProfileCheckedBeforeListeners: a bad -profile address refuses
+// start-up before any listener opens (a unix socket would be left behind).
+func TestProfileCheckedBeforeListeners(t *testing.T) {
+	t.Setenv("X", "x")
+	sock := filepath.Join(t.TempDir(), "pg.sock")
+	cfg := writeFile(t, "s.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: unix://"+sock+
+		"\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
+	for _, tc := range []struct{ name, addr, want string }{
+		{"not loopback", "0.0.0.0:0", "pprof is served on loopback addresses only"},
+		{"malformed", "nowhere", "want host:port on loopback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := runMain(t, "-f", cfg, "-health-addr", "", "-profile", tc.addr)
+			if code != ExitFailure || !strings.Contains(errs, tc.want) {
+				t.Fatalf("code %d, stderr %s", code, errs)
+			}
+			if _, err := os.Lstat(sock); err == nil {
+				t.Error("the service's socket was created before -profile was checked")
+			}
+		})
+	}
+}

@@ -53,8 +53,14 @@ func watchFile(ctx context.Context, file string, every time.Duration, changed fu
 	}
 }
 
-// startProfile serves pprof on a loopback address only.
-func startProfile(addr string, log *slog.Logger) (func(), error) {
+// profileServer serves pprof on a loopback address only.
+type profileServer struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// listenProfile checks addr and binds it.
+func listenProfile(addr string) (*profileServer, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("-profile %q: want host:port on loopback, such as 127.0.0.1:6060", addr)
@@ -67,15 +73,28 @@ func startProfile(addr string, log *slog.Logger) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("-profile: %w", err)
 	}
+	return &profileServer{ln: ln}, nil
+}
+
+// serve starts serving pprof on the bound address.
+func (p *profileServer) serve(log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+	p.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() { _ = srv.Serve(ln) }()
-	log.Info("pprof listening", "address", ln.Addr().String())
-	return func() { _ = srv.Close() }, nil
+	srv := p.srv
+	go func() { _ = srv.Serve(p.ln) }()
+	log.Info("pprof listening", "address", p.ln.Addr().String())
+}
+
+// close stops serving, or releases the address if serving never started.
+func (p *profileServer) close() {
+	if p.srv != nil {
+		_ = p.srv.Close()
+	}
+	_ = p.ln.Close()
 }
