@@ -123,7 +123,14 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		}
 	}
 	if up == nil {
-		if up, err = s.connectServer(t, startup); err != nil {
+		up, err = s.connectServer(t, startup)
+		// A server that is full (53300) while this service holds idle
+		// sessions gets one of them back, and a second try.
+		if err != nil && s.c.pool != nil && isTooManyConnections(err) && s.c.pool.giveBack(s.deadline) {
+			s.c.logger.Debugf("pg: the server has no connection slot left: ended an idle pooled server connection and trying again")
+			up, err = s.connectServer(t, startup)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -476,6 +483,13 @@ func (s *session) connectServer(t *target, startup []byte) (*upstream, error) {
 		s.c.logger.Debugf("pg: sslmode %s: attempt %d failed, retrying: %v", t.sslmode, i+1, s.scrub(err))
 	}
 	panic("unreachable")
+}
+
+// isTooManyConnections reports whether err is the server's 53300 refusal
+// (too many connections, for the server or for the role).
+func isTooManyConnections(err error) bool {
+	var ce *connError
+	return errors.As(err, &ce) && errors.Is(ce.kind, ErrServerRejected) && ce.code == codeTooManyConnections
 }
 
 // attempt opens one server connection and authenticates.

@@ -212,14 +212,7 @@ func (c *pooledConn) Close() error {
 		}
 		return c.Conn.Close()
 	}
-	go func() {
-		if err := c.ic.reset(); err != nil {
-			c.pool.logger.Debugf("pg: not reusing a server connection: %v", err)
-			c.ic.terminate()
-			return
-		}
-		c.pool.put(c.ic)
-	}()
+	c.pool.startReset(c.ic, c.ic.reset)
 	return nil
 }
 

@@ -86,7 +86,7 @@
 //	  serverPool:           # reuse server connections (off unless set)
 //	    maxIdle: 10         # idle server connections kept (0: off)
 //	    idleTimeout: 1m     # an idle one is closed after this
-//	    maxLifetime: 1h     # none is reused once this old
+//	    maxLifetime: 1h     # none is kept or reused once this old
 //
 // The service's own connectTimeout (beside connector:, default 30s) bounds
 // the startup too, from before the credentials are fetched: when it is the
@@ -204,6 +204,17 @@
 // (the end of the session would abort it). Idle connections that are
 // closed (idleTimeout, maxLifetime, a full pool, shutdown) end with a
 // Terminate, as a client's session would.
+//
+// An idle connection is closed at idleTimeout or when it reaches
+// maxLifetime, whichever comes first. A full pool makes room for the
+// connection just used by closing its longest-idle one (of any key). When
+// the server refuses a new session with 53300 (too many connections, for
+// the server or the role) while the service holds idle connections, the
+// longest-idle one is closed, the broker waits for the server to close its
+// end (its slot is free then), and tries once more. When the service stops
+// (shutdown, or a reload that changes or removes it), connections whose
+// reset is still running are closed once it is done, and the pool keeps
+// nothing more.
 //
 // Sessions ended any other way (EOF without Terminate, an open or failed
 // transaction, extended-protocol messages not followed by Sync, a COPY in

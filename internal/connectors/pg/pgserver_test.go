@@ -59,10 +59,11 @@ var (
 	// 3.2: SASLprep then leaves the password as it is.
 	roleUnicodeNew = role{"unicode_new_user", "\ufb01\U0001F600-Secret-12"} // emoji: Unicode 6.1
 	roleUnicode40  = role{"unicode_40_user", "\ufb01\u0221-Secret-13"}      // U+0221: Unicode 4.0
+	roleLimitOne   = role{"limit_one_user", "limitone-Secret-14"}           // CONNECTION LIMIT 1
 
 	allRoles = []role{roleSCRAM, roleMD5, roleMD5SCRAM, rolePassword, rolePasswordM, roleTrust, roleSSLOnly,
 		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM, roleBackup,
-		roleUnicodeNew, roleUnicode40}
+		roleUnicodeNew, roleUnicode40, roleLimitOne}
 )
 
 const testDB = "appdb"
@@ -301,6 +302,8 @@ func (s *pgServer) setup() error {
 		switch r {
 		case roleLimited:
 			sql += " CONNECTION LIMIT 0"
+		case roleLimitOne:
+			sql += " CONNECTION LIMIT 1"
 		case roleReplicator:
 			sql += " REPLICATION"
 		}

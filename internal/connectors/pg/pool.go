@@ -73,6 +73,7 @@ type idleConn struct {
 	params  []param // current ParameterStatus values, in the server's order
 	timer   *time.Timer
 	born    time.Time // when the server session started
+	since   time.Time // when it was last put in the pool
 	forward []byte    // the greeting for the current client (set by prepare)
 	// privileged: what the last reset found the role allowed to do (set up
 	// a replication origin, start a backup), so that the next reset checks
@@ -132,9 +133,11 @@ type serverPool struct {
 	hmacKey     [32]byte
 	logger      interface{ Debugf(string, ...any) }
 
-	mu   sync.Mutex
-	idle map[poolKey][]*idleConn
-	n    int
+	mu     sync.Mutex
+	idle   map[poolKey][]*idleConn
+	n      int
+	closed bool           // closeAll was called: nothing is kept any more
+	resets sync.WaitGroup // resets in flight, which closeAll waits for
 }
 
 func newServerPool(maxIdle int, idleTimeout, maxLifetime time.Duration, logger interface{ Debugf(string, ...any) }) *serverPool {
@@ -209,22 +212,119 @@ func (p *serverPool) get(key poolKey) *idleConn {
 	}
 }
 
-// put keeps ic, or closes it when the pool is full.
-func (p *serverPool) put(ic *idleConn) {
+// startReset runs reset for a connection its client has just left, then
+// keeps it; closeAll waits for resets in flight. Once the pool is closed
+// the connection is ended at once instead.
+func (p *serverPool) startReset(ic *idleConn, reset func() error) {
 	p.mu.Lock()
-	if p.n >= p.maxIdle || time.Since(ic.born) > p.maxLifetime {
+	if p.closed {
 		p.mu.Unlock()
 		ic.terminate()
 		return
 	}
+	p.resets.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.resets.Done()
+		if err := reset(); err != nil {
+			p.logger.Debugf("pg: not reusing a server connection: %v", err)
+			ic.terminate()
+			return
+		}
+		p.put(ic)
+	}()
+}
+
+// put keeps ic, until idleTimeout or its maxLifetime, whichever comes
+// first. A full pool makes room by ending its longest-idle connection: the
+// one just used is the likelier to be wanted again. A closed pool keeps
+// nothing.
+func (p *serverPool) put(ic *idleConn) {
+	age := time.Since(ic.born)
+	p.mu.Lock()
+	if p.closed || age >= p.maxLifetime {
+		p.mu.Unlock()
+		ic.terminate()
+		return
+	}
+	var evicted *idleConn
+	if p.n >= p.maxIdle {
+		if evicted = p.takeOldestLocked(); evicted == nil {
+			p.mu.Unlock()
+			ic.terminate()
+			return
+		}
+	}
+	ic.since = time.Now()
 	p.idle[ic.key] = append(p.idle[ic.key], ic)
 	p.n++
-	ic.timer = time.AfterFunc(p.idleTimeout, func() {
+	ic.timer = time.AfterFunc(min(p.idleTimeout, p.maxLifetime-age), func() {
 		if p.remove(ic) {
 			ic.terminate()
 		}
 	})
 	p.mu.Unlock()
+	if evicted != nil {
+		p.logger.Debugf("pg: serverPool is full: ending its longest-idle server connection")
+		evicted.terminate()
+	}
+}
+
+// takeOldestLocked removes the longest-idle connection, of any key, and
+// returns it (nil when the pool is empty). p.mu must be held.
+func (p *serverPool) takeOldestLocked() *idleConn {
+	var oldest *idleConn
+	for _, list := range p.idle {
+		for _, c := range list {
+			if oldest == nil || c.since.Before(oldest.since) {
+				oldest = c
+			}
+		}
+	}
+	if oldest == nil {
+		return nil
+	}
+	oldest.timer.Stop()
+	list := p.idle[oldest.key]
+	for i, c := range list {
+		if c == oldest {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(p.idle, oldest.key)
+	} else {
+		p.idle[oldest.key] = list
+	}
+	p.n--
+	return oldest
+}
+
+// giveBack ends the longest-idle connection and waits, until deadline, for
+// the server to close it, which frees its connection slot. It reports
+// whether there was one to end: a server that refused a new session with
+// 53300 may then accept it.
+func (p *serverPool) giveBack(deadline time.Time) bool {
+	p.mu.Lock()
+	ic := p.takeOldestLocked()
+	p.mu.Unlock()
+	if ic == nil {
+		return false
+	}
+	_ = ic.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+	_, _ = ic.conn.Write(terminateMsg)
+	// The backend closes the socket as its process exits, after it has
+	// given up its slot.
+	_ = ic.conn.SetReadDeadline(deadline)
+	var buf [512]byte
+	for {
+		if _, err := ic.conn.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	_ = ic.conn.Close()
+	return true
 }
 
 // remove takes ic out of the pool; it reports whether ic was there.
@@ -255,8 +355,13 @@ func (ic *idleConn) terminate() {
 	_ = ic.conn.Close()
 }
 
-// closeAll closes every idle connection.
+// closeAll ends every idle connection, and those whose reset was in flight
+// once it is done, each with a Terminate; the pool keeps nothing after.
 func (p *serverPool) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.resets.Wait() // each bounded by resetTimeout; put ends them
 	p.mu.Lock()
 	idle := p.idle
 	p.idle, p.n = make(map[poolKey][]*idleConn), 0

@@ -828,3 +828,68 @@ func reusedConn(t *testing.T, svc *service, pid string) *pgx.Conn {
 	}
 	return c
 }
+
+// TestServerPoolLifecycle covers when the pool lets a backend go: at
+// maxLifetime while idle, to make room when full, to a server out of
+// connection slots, and when the service stops while a reset is running.
+func TestServerPoolLifecycle(t *testing.T) {
+	srv := needServer(t)
+	// session runs one session with the given startup option and returns
+	// its backend pid once it has ended.
+	session := func(t *testing.T, svc *service, extra string) string {
+		t.Helper()
+		c := svc.connect(t, extra)
+		pid := backendPID(t, c)
+		closeConn(t, c)
+		return pid
+	}
+	t.Run("idle past maxLifetime is ended", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "serverPool: {maxIdle: 4, idleTimeout: 1m, maxLifetime: 1s}")
+		pid := session(t, svc, "application_name=lifetime")
+		waitPool(t, svc, 1)
+		waitRetired(t, srv, svc, pid) // within 5 s, long before idleTimeout
+	})
+	t.Run("a full pool ends its longest-idle connection", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), "serverPool: {maxIdle: 1, idleTimeout: 1m}")
+		first := session(t, svc, "application_name=full_a")
+		waitPool(t, svc, 1)
+		second := session(t, svc, "application_name=full_b")
+		waitBackendGone(t, srv, first)
+		waitPool(t, svc, 1)
+		c := svc.connect(t, "application_name=full_b")
+		if got := backendPID(t, c); got != second {
+			t.Errorf("backend %s, want the pooled %s", got, second)
+		}
+	})
+	t.Run("a server out of slots gets an idle connection back", func(t *testing.T) {
+		t.Parallel()
+		// The role may hold one connection: the pooled one, under another
+		// key. Without giving it back, the server refuses with 53300.
+		svc := newService(t, baseCreds(srv, roleLimitOne, "disable"), "serverPool: {maxIdle: 4, idleTimeout: 1m}")
+		held := session(t, svc, "application_name=slot_a")
+		waitPool(t, svc, 1)
+		c := svc.connect(t, "application_name=slot_b")
+		if got := backendPID(t, c); got == held {
+			t.Errorf("got the pooled backend %s under another key", got)
+		}
+		waitBackendGone(t, srv, held)
+	})
+	t.Run("stopping the service ends a connection whose reset was running", func(t *testing.T) {
+		t.Parallel()
+		svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), poolConfig)
+		c := svc.connect(t, "application_name=stopping")
+		pid := backendPID(t, c)
+		closeConn(t, c)
+		// The service stops right after its session ended: the reset may be
+		// running, or about to start.
+		if err := svc.conn.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitBackendGone(t, srv, pid)
+		if n := svc.conn.IdleConnections(); n != 0 {
+			t.Fatalf("a stopped pool holds %d connections", n)
+		}
+	})
+}
