@@ -34,6 +34,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -79,13 +80,49 @@ type awsConnector struct {
 
 // requestError is a problem with the client's request: the client gets a
 // 400 with its text, which never holds a credential.
-type requestError struct{ msg string }
+type requestError struct {
+	msg    string
+	status int // 0: 400
+}
 
-func (e *requestError) Error() string   { return e.msg }
-func (e *requestError) HTTPStatus() int { return http.StatusBadRequest }
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) HTTPStatus() int {
+	if e.status == 0 {
+		return http.StatusBadRequest
+	}
+	return e.status
+}
 
 func badRequest(format string, args ...any) error {
 	return &requestError{msg: "aws: " + fmt.Sprintf(format, args...)}
+}
+
+// MaxHashedInFlight bounds the memory all requests being hashed at once may
+// hold (a body of unknown length counts as MaxHashedBody): past it a
+// request gets 503, so that clients sending large unsigned bodies cannot
+// exhaust the broker's memory.
+const MaxHashedInFlight = 4 * MaxHashedBody
+
+var hashing struct {
+	sync.Mutex
+	bytes int64
+}
+
+// reserveHashing takes n bytes of the in-flight budget, or reports false.
+func reserveHashing(n int64) bool {
+	hashing.Lock()
+	defer hashing.Unlock()
+	if hashing.bytes+n > MaxHashedInFlight {
+		return false
+	}
+	hashing.bytes += n
+	return true
+}
+
+func releaseHashing(n int64) {
+	hashing.Lock()
+	hashing.bytes -= n
+	hashing.Unlock()
 }
 
 // scope is what the client's Authorization header says about its signature.
@@ -205,9 +242,19 @@ func hashBody(r *http.Request) (string, error) {
 	if r.ContentLength > MaxHashedBody {
 		return "", badRequest("body of %d bytes is too large to hash; send x-amz-content-sha256", r.ContentLength)
 	}
+	budget := int64(MaxHashedBody)
+	if r.ContentLength > 0 {
+		budget = r.ContentLength
+	}
+	if !reserveHashing(budget) {
+		return "", &requestError{status: http.StatusServiceUnavailable,
+			msg: "aws: too many request bodies are being hashed at once; retry, or send x-amz-content-sha256"}
+	}
+	defer releaseHashing(budget)
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxHashedBody+1))
 	if err != nil {
-		return "", fmt.Errorf("aws: read body to hash it: %w", err)
+		// The client's side: it stopped sending, or went away.
+		return "", badRequest("could not read the whole request body to hash it: %v", err)
 	}
 	if len(body) > MaxHashedBody {
 		return "", badRequest("body larger than %d bytes is too large to hash; send x-amz-content-sha256", MaxHashedBody)

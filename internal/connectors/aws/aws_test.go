@@ -2,6 +2,7 @@ package aws
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -248,5 +249,63 @@ func TestSecretRotatedUnderSameKeyID(t *testing.T) {
 	}
 	if !strings.HasSuffix(first, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31") {
 		t.Fatalf("first signature %q", first)
+	}
+}
+
+// errReader yields some bytes, then fails as a client that went away.
+type errReader struct{ sent bool }
+
+func (e *errReader) Read(p []byte) (int, error) {
+	if !e.sent {
+		e.sent = true
+		return copy(p, "partial"), nil
+	}
+	return 0, io.ErrUnexpectedEOF
+}
+
+func TestHashedBodyLimits(t *testing.T) {
+	creds := func() connector.CredentialValuesByID {
+		return connector.CredentialValuesByID{"accessKeyId": []byte("A"), "secretAccessKey": []byte("S")}
+	}
+	tests := []struct {
+		name       string
+		body       io.Reader
+		length     int64
+		hold       int64 // in-flight budget taken by other requests
+		wantStatus int
+		wantErr    string
+	}{
+		{"client stops sending", &errReader{}, -1, 0, http.StatusBadRequest, "could not read the whole request body"},
+		{"budget taken, unknown length", strings.NewReader("x"), -1, MaxHashedInFlight - MaxHashedBody + 1, http.StatusServiceUnavailable, "too many request bodies"},
+		{"budget taken, known length fits", strings.NewReader("xyz"), 3, MaxHashedInFlight - 3, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.hold > 0 {
+				if !reserveHashing(tc.hold) {
+					t.Fatal("budget already in use")
+				}
+				defer releaseHashing(tc.hold)
+			}
+			r, _ := http.NewRequest(http.MethodPut, "https://s3.amazonaws.com/b/k", tc.body)
+			r.ContentLength = tc.length
+			r.Header.Set("Authorization", clientAuth("host;x-amz-date"))
+			err := newTestConnector(time.Now()).Connect(r, creds())
+			if tc.wantStatus == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var re *requestError
+			if !errors.As(err, &re) || re.HTTPStatus() != tc.wantStatus || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %d %q", err, tc.wantStatus, tc.wantErr)
+			}
+		})
+	}
+	hashing.Lock()
+	defer hashing.Unlock()
+	if hashing.bytes != 0 {
+		t.Errorf("%d bytes of the budget were not given back", hashing.bytes)
 	}
 }
