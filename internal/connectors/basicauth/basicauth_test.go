@@ -62,3 +62,41 @@ func TestValidateConfig(t *testing.T) {
 		t.Error("config key accepted")
 	}
 }
+
+func TestValidateCredentials(t *testing.T) {
+	lit := func(kv ...string) connector.CredentialValuesByID {
+		c := connector.CredentialValuesByID{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			c[kv[i]] = []byte(kv[i+1])
+		}
+		return c
+	}
+	both := []string{"username", "password"}
+	tests := []struct {
+		name    string
+		names   []string
+		literal connector.CredentialValuesByID
+		want    string // "" means valid
+	}{
+		{"from providers", both, nil, ""},
+		{"literal values", both, lit("username", "alice", "password", "pw"), ""},
+		{"password missing", []string{"username"}, nil, "credential password is missing"},
+		{"colon in a literal username", both, lit("username", "al:ice"), "credential username: contains a colon"},
+		{"colon in a literal password is fine", both, lit("username", "alice", "password", "p:w"), ""},
+		{"line break in a literal password", both, lit("password", "p\nw"), "credential password: contains a line break or NUL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := plugin{}.ValidateCredentials(nil, tc.names, tc.literal)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

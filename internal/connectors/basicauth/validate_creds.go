@@ -1,6 +1,7 @@
 package basicauth
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,12 +10,22 @@ import (
 )
 
 // ValidateCredentials implements connector.CredentialsValidator: username
-// and password must be declared.
-func (plugin) ValidateCredentials(_ []byte, names []string, _ connector.CredentialValuesByID) error {
+// and password must be declared, and a value written in the file must be
+// one Basic authentication can carry (checked again per request for
+// values from providers).
+func (plugin) ValidateCredentials(_ []byte, names []string, literal connector.CredentialValuesByID) error {
 	var errs []error
 	for _, n := range []string{"username", "password"} {
 		if !slices.Contains(names, n) {
 			errs = append(errs, fmt.Errorf("basic_auth: credential %s is missing", n))
+		}
+	}
+	if u, ok := literal["username"]; ok && bytes.IndexByte(u, ':') >= 0 {
+		errs = append(errs, errors.New("credential username: contains a colon, which Basic authentication cannot carry"))
+	}
+	for _, n := range []string{"username", "password"} {
+		if v, ok := literal[n]; ok && bytes.ContainsAny(v, "\r\n\x00") {
+			errs = append(errs, fmt.Errorf("credential %s: contains a line break or NUL", n))
 		}
 	}
 	return errors.Join(errs...)
