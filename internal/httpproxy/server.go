@@ -328,7 +328,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !r.URL.IsAbs() {
-		writeError(w, http.StatusBadRequest, "secretless: this is a forward proxy: send absolute-form request URIs (set http_proxy=http://"+s.l.Addr().String()+" in the client)")
+		hint := "set http_proxy=http://" + s.l.Addr().String() + " in the client"
+		if s.l.Addr().Network() == "unix" {
+			hint = "the client must use this unix socket as its HTTP proxy"
+		}
+		writeError(w, http.StatusBadRequest, "secretless: this is a forward proxy: send absolute-form request URIs ("+hint+")")
 		return
 	}
 	s.proxy(w, r, r.URL)
