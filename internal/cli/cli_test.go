@@ -210,3 +210,11 @@ func TestProfileCheckedBeforeListeners(t *testing.T) {
 		})
 	}
 }
+
+func TestPluginsCheckNeedsSoName(t *testing.T) {
+	f := writeFile(t, "SUMS.txt", "not a plugin\n")
+	code, out, _ := runMain(t, "plugins", "check", f)
+	if code != ExitFailure || !strings.Contains(out, "SUMS.txt: the broker loads only files named NAME.so") || strings.Contains(out, "SUMS.txt.so") {
+		t.Fatalf("code %d, output:\n%s", code, out)
+	}
+}

@@ -671,8 +671,8 @@ func checkFile(b *pluginEnv, name string) (problems []string, verdict string) {
 	}
 	defer os.RemoveAll(dir)
 	base := filepath.Base(name)
-	if !strings.HasSuffix(base, ".so") {
-		base += ".so"
+	if len(base) <= len(".so") || !strings.HasSuffix(base, ".so") {
+		return []string{fmt.Sprintf("%s: the broker loads only files named NAME.so from its plugin directory", displayName(base))}, ""
 	}
 	if err := os.WriteFile(filepath.Join(dir, base), data, 0o600); err != nil {
 		return []string{err.Error()}, ""
