@@ -541,8 +541,10 @@ func (s *session) negotiateServerTLS(conn net.Conn, t *target, a tlsAttempt) (ne
 	case 'S':
 	case 'N':
 		if a == tlsMust {
-			return nil, newError(ErrTargetUnreachable, codeUnableToConnect,
+			e := newError(ErrTargetNoTLS, codeUnableToConnect,
 				fmt.Sprintf("the PostgreSQL server does not support SSL, but the service's sslmode %s requires it", t.sslmode), nil)
+			e.detail = "sslmode is require unless set; set the service's credential sslmode to prefer or disable, or enable ssl on the server"
+			return nil, e
 		}
 		return nil, nil
 	case 'E':
@@ -666,6 +668,15 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 				msg:   m.Message,
 				cause: &ServerError{Severity: m.Severity, Code: m.Code, Message: m.Message, Detail: m.Detail},
 				raw:   bytes.Clone(raw),
+			}
+			// The client gave no credentials: say whose were refused, so
+			// that nobody looks for a password in the application.
+			if !authOK && (m.Code == codeInvalidPassword || m.Code == codeInvalidAuthSpec) && m.Hint == "" {
+				hinted := *m
+				hinted.Hint = "secretless: the server refused the login the broker made with this service's credentials (from its provider); the client's own user name and password are not used"
+				if b, err := hinted.Encode(nil); err == nil {
+					e.raw = b
+				}
 			}
 			// libpq's allow and prefer retry when the server refuses the
 			// session before authentication succeeds (e.g. pg_hba has only

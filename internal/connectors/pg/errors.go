@@ -23,6 +23,9 @@ var (
 	// TLS session to it could not be established, or it closed the
 	// connection during the startup.
 	ErrTargetUnreachable = errors.New("pg: target unreachable")
+	// ErrTargetNoTLS: the target server does not offer TLS, which the
+	// service's sslmode requires.
+	ErrTargetNoTLS = errors.New("pg: target server has no TLS")
 	// ErrTargetProtocol: the target server broke the protocol.
 	ErrTargetProtocol = errors.New("pg: target protocol violation")
 	// ErrServerRejected: the target server sent an ErrorResponse during the

@@ -70,6 +70,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{name: "wrong password", creds: map[string]string{"password": "definitely-Wrong-9"},
 			wantCode: codeInvalidPassword, wantText: "password authentication failed", wantKind: ErrServerRejected},
+		{name: "wrong password says whose", creds: map[string]string{"password": "definitely-Wrong-9"},
+			wantCode: codeInvalidPassword, wantText: "refused the login the broker made with this service's credentials", wantKind: ErrServerRejected},
 		{name: "md5 stored role under scram hba", role: roleMD5inSCRAM,
 			wantCode: codeInvalidPassword, wantText: "password authentication failed", wantKind: ErrServerRejected},
 		{name: "no password credential, scram", creds: map[string]string{"password": ""},

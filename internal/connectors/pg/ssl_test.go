@@ -71,6 +71,8 @@ func TestSSLModeMatrix(t *testing.T) {
 		{name: "no tls server: prefer", noTLS: true, sslmode: "prefer"},
 		{name: "no tls server: require", noTLS: true, sslmode: "require",
 			wantCode: codeUnableToConnect, wantText: "does not support SSL"},
+		{name: "no tls server: default require says what to change", noTLS: true, sslmode: "",
+			wantCode: codeUnableToConnect, wantText: "set the service's credential sslmode to prefer or disable"},
 		{name: "no tls server: allow reports the server's refusal", noTLS: true, role: roleSSLOnly, sslmode: "allow",
 			wantCode: codeInvalidAuthSpec, wantText: "pg_hba.conf rejects connection"},
 		{name: "no tls server: verify-full", noTLS: true, sslmode: "verify-full", creds: map[string]string{"sslrootcert": ca},
