@@ -258,8 +258,12 @@ func (s *session) readClientStartup() (*startupPacket, error) {
 		var hdr [4]byte
 		if _, err := io.ReadFull(s.client, hdr[:]); err != nil {
 			msg := "no startup packet from the client"
-			if errors.Is(err, io.EOF) {
-				// For example libpq with sslmode=require after an 'N'.
+			switch {
+			case errors.Is(err, io.EOF) && sslAnswered && s.c.cfg.clientTLS == nil:
+				// libpq with sslmode=require (or verify-*) after our 'N'.
+				return nil, newError(ErrClientTLSRequired, "",
+					"the client asked for TLS, which this service does not offer (set config.tls to offer it), and went away", nil)
+			case errors.Is(err, io.EOF):
 				msg = "the client closed the connection before sending a startup packet"
 			}
 			return nil, newError(ErrClientProtocol, "", msg, err)

@@ -294,6 +294,7 @@ func TestClientTLS(t *testing.T) {
 		env       []string
 		wantTLS   bool
 		wantError string
+		wantLog   string // in the broker's error for the connection
 	}{
 		{name: "disable", svc: withTLS, env: []string{"PGSSLMODE=disable"}},
 		{name: "allow", svc: withTLS, env: []string{"PGSSLMODE=allow"}},
@@ -304,7 +305,7 @@ func TestClientTLS(t *testing.T) {
 		{name: "no broker tls: allow", svc: noTLS, env: []string{"PGSSLMODE=allow"}},
 		{name: "no broker tls: prefer", svc: noTLS, env: []string{"PGSSLMODE=prefer"}},
 		{name: "no broker tls: require fails with libpq's message", svc: noTLS, env: []string{"PGSSLMODE=require"},
-			wantError: "server does not support SSL, but SSL was required"},
+			wantError: "server does not support SSL, but SSL was required", wantLog: "the client asked for TLS, which this service does not offer"},
 		{name: "tls required: disable refused", svc: required, env: []string{"PGSSLMODE=disable"},
 			wantError: "accepts only TLS connections"},
 		{name: "tls required: prefer", svc: required, env: []string{"PGSSLMODE=prefer"}, wantTLS: true},
@@ -316,6 +317,15 @@ func TestClientTLS(t *testing.T) {
 				out := psqlFails(t, srv, tc.svc, tc.env, "select 1")
 				if !strings.Contains(out, tc.wantError) {
 					t.Errorf("psql output %q does not contain %q", out, tc.wantError)
+				}
+				if tc.wantLog != "" {
+					deadline := time.Now().Add(5 * time.Second)
+					for err := tc.svc.lastError(); err == nil || !strings.Contains(err.Error(), tc.wantLog); err = tc.svc.lastError() {
+						if time.Now().After(deadline) {
+							t.Fatalf("broker error %v, want %q", err, tc.wantLog)
+						}
+						time.Sleep(10 * time.Millisecond)
+					}
 				}
 				return
 			}
