@@ -39,7 +39,7 @@ type Server struct {
 func Listen(addr string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("health server: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("health server: listen on %s: %w (choose another address with -health-addr, or turn it off with -health-addr \"\")", addr, err)
 	}
 	s := &Server{ln: ln, mux: http.NewServeMux(), services: map[string]string{}}
 	s.mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {

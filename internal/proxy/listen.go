@@ -47,6 +47,11 @@ func Listen(addr config.Address, mode os.FileMode) (net.Listener, error) {
 				return nil, fmt.Errorf("listen on %s: remove stale socket: %w", addr, err)
 			}
 		}
+		if dir := filepath.Dir(addr.Address); dir != "" {
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return nil, fmt.Errorf("listen on %s: directory %s does not exist (the broker creates the socket, not its directory)", addr, dir)
+			}
+		}
 		umaskMu.Lock()
 		old := syscall.Umask(0o777 &^ int(mode.Perm()))
 		l, err := net.Listen("unix", addr.Address)

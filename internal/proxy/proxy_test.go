@@ -386,6 +386,12 @@ func TestListenUnix(t *testing.T) {
 			t.Fatal("file was changed")
 		}
 	})
+	t.Run("missing directory is named", func(t *testing.T) {
+		_, err := Listen(addr("nodir/x.sock"), 0o600)
+		if err == nil || !strings.Contains(err.Error(), "directory "+filepath.Join(dir, "nodir")+" does not exist") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("directory is never replaced", func(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, "d"), 0o700); err != nil {
 			t.Fatal(err)
