@@ -261,7 +261,10 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 		case "listeners", "handlers":
 			p.addf(k, k.Value, "version 1 keys are not supported; convert the file to version 2 (services:)")
 		default:
-			p.addf(k, k.Value, "unknown key (expected version, services)")
+			if strings.HasPrefix(k.Value, "x-") {
+				return // a place for YAML anchors, as in docker-compose files
+			}
+			p.addf(k, k.Value, "unknown key (expected version, services; a top-level key starting with x- may hold YAML anchors)")
 		}
 	})
 	if !versionSeen {

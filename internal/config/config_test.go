@@ -310,6 +310,16 @@ services:
 	if len(cfg.Services) != 2 {
 		t.Fatalf("services %+v", cfg.Services)
 	}
+	t.Run("anchors in a top-level x- key", func(t *testing.T) {
+		in := "version: 2\nx-common: &c {host: db.internal, username: app}\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials: {<<: *c, sslmode: disable}\n"
+		cfg, err := Parse("c.yml", []byte(in), testProviders{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cfg.Services[0].Credentials; len(c) != 3 || c[0].Get != "db.internal" {
+			t.Fatalf("credentials %+v", c)
+		}
+	})
 	a, b := cfg.Services[0], cfg.Services[1]
 	if a.Connector != "pg" || b.Connector != "pg" {
 		t.Errorf("connectors %q %q", a.Connector, b.Connector)
