@@ -136,7 +136,7 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 		{"generic_http config key with its line", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: t\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: '{{ .token'\n",
 			`s.yml:11: services.h.config.headers.Authorization: rejected by connector "generic_http":`},
 		{"tcp limits on an http service", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    maxConnections: 1\n    credentials:\n      username: u\n      password: p\n    config:\n      authenticateURLsMatching: x\n",
-			`services.h.maxConnections: applies to TCP services only`},
+			`s.yml:6: services.h.maxConnections: applies to TCP services only`},
 		{"env variable not set", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      password: {from: env, get: SECRETLESS_TEST_UNSET_VAR}\n",
 			`s.yml:9: services.d.credentials.password: from env: environment variable is not set: SECRETLESS_TEST_UNSET_VAR`},
 		{"credential file missing", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n      password: {from: file, get: /nonexistent/pw}\n",

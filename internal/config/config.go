@@ -67,7 +67,8 @@ type Service struct {
 	ConnectTimeout time.Duration // credential fetch + connector handshake; 0 = 30s
 	IdleTimeout    time.Duration // close a session idle this long; 0 = never
 
-	line          int // line of the service key
+	line          int            // line of the service key
+	keyLines      map[string]int // line of each key of the service
 	connectorLine int
 	listenLine    int
 	configNode    *yaml.Node
@@ -525,12 +526,18 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 	}
 	before := len(p.problems)
 	var listenSeen, modeSeen bool
+	s.keyLines = map[string]int{}
 	forEachPair(n, func(k, v *yaml.Node) {
 		kp := path + "." + k.Value
+		if _, ok := s.keyLines[k.Value]; !ok {
+			s.keyLines[k.Value] = k.Line
+		}
 		switch k.Value {
 		case "connector", "protocol": // protocol: deprecated Secretless spelling
 			if s.Connector != "" {
-				p.addf(k, kp, "connector given twice (as connector or its old name protocol)")
+				if k.Value != "connector" || s.keyLines["protocol"] != 0 {
+					p.addf(k, kp, "connector given twice (as connector or its old name protocol)")
+				}
 				return
 			}
 			if v.Kind != yaml.ScalarNode || v.Value == "" || isNull(v) {
@@ -605,7 +612,7 @@ func (p *parser) service(path, name string, k, n *yaml.Node) (Service, bool) {
 		p.addf(k, path+".listenOn", "missing")
 	}
 	if modeSeen && s.ListenOn.Network == "tcp" {
-		p.addf(n, path+".socketMode", "only applies to unix:// listeners")
+		p.problems = append(p.problems, Problem{File: p.file, Line: s.keyLines["socketMode"], Path: path + ".socketMode", Msg: "only applies to unix:// listeners"})
 	}
 	return s, len(p.problems) == before
 }
@@ -776,9 +783,14 @@ func (c *Config) ConnectorProblem(s Service, format string, args ...any) Problem
 	return Problem{File: c.File, Line: s.connectorLine, Path: "services." + s.Name + ".connector", Msg: fmt.Sprintf(format, args...)}
 }
 
-// ServiceProblem builds an error about a service's key.
+// ServiceProblem builds an error about a service's key, at that key's line
+// when the service has it (else the service's).
 func (c *Config) ServiceProblem(s Service, key, format string, args ...any) Problem {
-	return Problem{File: c.File, Line: s.line, Path: "services." + s.Name + "." + key, Msg: fmt.Sprintf(format, args...)}
+	line := s.line
+	if l, ok := s.keyLines[key]; ok {
+		line = l
+	}
+	return Problem{File: c.File, Line: line, Path: "services." + s.Name + "." + key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // CredentialProblem builds an error about one credential of a service, with

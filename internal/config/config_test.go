@@ -122,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 		{"nul in unix path", svc("    connector: pg\n    listenOn: \"unix:///tmp/a\\0b.sock\"\n"), []string{"services.svc.listenOn: malformed address", "control character"}},
 		{"unknown scheme", svc("    connector: pg\n    listenOn: udp://:53\n"), []string{"services.svc.listenOn: malformed address"}},
 		{"bad socketMode", svc("    connector: pg\n    listenOn: unix:///tmp/x.sock\n    socketMode: rw\n"), []string{"services.svc.socketMode: must be an octal"}},
-		{"socketMode on tcp", svc("    connector: pg\n    listenOn: tcp://:1\n    socketMode: \"0600\"\n"), []string{"services.svc.socketMode: only applies to unix"}},
+		{"socketMode on tcp", svc("    connector: pg\n    listenOn: tcp://:1\n    socketMode: \"0600\"\n"), []string{"c.yml:6: services.svc.socketMode: only applies to unix"}},
 		{"unknown provider", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: vault2\n        get: x\n"), []string{"c.yml:8: services.svc.credentials.password.from: unknown provider \"vault2\" (known: env, file, literal)"}},
 		{"from without get", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        from: env\n"), []string{"services.svc.credentials.password.get: missing: provider \"env\" needs an id"}},
 		{"get without from", svc("    connector: pg\n    listenOn: tcp://:1\n    credentials:\n      password:\n        get: X\n"), []string{"services.svc.credentials.password.from: missing provider"}},
