@@ -678,6 +678,11 @@ func credentialProblems(cfg *config.Config, s config.Service, err error) []confi
 			out = append(out, cfg.CredentialProblem(s, m[1], fmt.Sprintf("rejected by connector %q: %s", s.Connector, m[2])))
 			continue
 		}
+		// A config key that refers to credentials (a template, say).
+		if m := configKeyRE.FindStringSubmatch(line); m != nil && strings.HasPrefix(line, "config.") && cfg.HasConfigKey(s, m[1]) {
+			out = append(out, cfg.ConfigKeyProblem(s, m[1], fmt.Sprintf("rejected by connector %q: %s", s.Connector, m[2])))
+			continue
+		}
 		out = append(out, cfg.ServiceProblem(s, "credentials", "rejected by connector %q: %s", s.Connector, line))
 	}
 	return out

@@ -130,7 +130,7 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 		{"aws without secret", "version: 2\nservices:\n  h:\n    connector: aws\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      accessKeyId: {from: env, get: K}\n    config:\n      authenticateURLsMatching: x\n",
 			`aws: credential secretAccessKey is missing`},
 		{"generic_http template typo", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: {from: env, get: T}\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: 'token {{ .tokn }}'\n",
-			`services.h.credentials: rejected by connector "generic_http": headers.Authorization refers to a credential the service does not declare`},
+			`s.yml:11: services.h.config.headers.Authorization: rejected by connector "generic_http": refers to a credential the service does not declare (it has: token)`},
 		{"pg config key with its line", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      username: u\n    config:\n      tls:\n        cert: /x\n        mode: bogus\n",
 			`s.yml:12: services.d.config.tls.mode: rejected by connector "pg": unknown key; known keys here:`},
 		{"generic_http config key with its line", "version: 2\nservices:\n  h:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      token: t\n    config:\n      authenticateURLsMatching: x\n      headers:\n        Authorization: '{{ .token'\n",

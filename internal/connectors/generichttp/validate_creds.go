@@ -29,9 +29,9 @@ func (plugin) ValidateCredentials(block []byte, names []string, _ connector.Cred
 		}
 		if _, err := render(t, data); err != nil {
 			if strings.Contains(err.Error(), "map has no entry for key") {
-				errs = append(errs, fmt.Errorf("%s refers to a credential the service does not declare: %v", key, err))
+				errs = append(errs, fmt.Errorf("config.%s: refers to a credential the service does not declare (it has: %s): %v", key, strings.Join(names, ", "), err))
 			} else {
-				errs = append(errs, fmt.Errorf("%s: %v", key, err))
+				errs = append(errs, fmt.Errorf("config.%s: %v", key, err))
 			}
 		}
 	}

@@ -13,8 +13,8 @@ func TestValidateCredentials(t *testing.T) {
 		want  string
 	}{
 		{"header uses a declared credential", "headers:\n  Authorization: 'token {{ .token }}'\n", []string{"token"}, ""},
-		{"header typo", "headers:\n  Authorization: 'token {{ .tokn }}'\n", []string{"token"}, `headers.Authorization refers to a credential the service does not declare`},
-		{"query param typo", "queryParams:\n  key: '{{ .apikey }}'\n", []string{"api_key"}, "queryParams.key refers to a credential"},
+		{"header typo", "headers:\n  Authorization: 'token {{ .tokn }}'\n", []string{"token"}, `config.headers.Authorization: refers to a credential the service does not declare (it has: token)`},
+		{"query param typo", "queryParams:\n  key: '{{ .apikey }}'\n", []string{"api_key"}, "config.queryParams.key: refers to a credential"},
 		{"base64 helper", "headers:\n  Authorization: 'Basic {{ printf \"%s:%s\" .u .p | base64 }}'\n", []string{"u", "p"}, ""},
 		{"validation of an undeclared credential", "headers:\n  X: '{{ .other }}'\ncredentialValidations:\n  token: '^[a-z]+$'\n", []string{"other"}, `credentialValidations.token: the service declares no credential "token"`},
 	}
