@@ -138,6 +138,12 @@ func TestLoadWithoutChecksumFile(t *testing.T) {
 	if w := rec.find(slog.LevelWarn, "PLUGIN CHECKSUMS ARE NOT VERIFIED: no checksum file given, so tampering with plugin files cannot be detected"); len(w) != 1 {
 		t.Errorf("%d loud warnings about tampering, want 1: %v", len(w), rec.records)
 	}
+	if v := rec.find(slog.LevelInfo, "plugin verified"); len(v) != 0 {
+		t.Errorf("a plugin is said to be verified without a checksum file: %v", v)
+	}
+	if c := rec.find(slog.LevelInfo, "plugin checked, not verified (no checksum file)"); len(c) != 1 {
+		t.Errorf("%d 'checked, not verified' lines, want 1", len(c))
+	}
 	ignored := rec.find(slog.LevelWarn, "ignoring entry in plugin directory")
 	if len(ignored) != 2 || ignored[0]["entry"] != "README" || ignored[1]["entry"] != "sub.so" {
 		t.Errorf("ignored entries logged: %v", ignored)

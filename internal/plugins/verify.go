@@ -213,6 +213,10 @@ func verify(opts Options) ([]*candidate, error) {
 			"dir", opts.Dir, "plugins", len(cands))
 	}
 	for _, c := range cands {
+		if !checked {
+			log.Info("plugin checked, not verified (no checksum file)", "file", c.File, "digest", c.Digest, "package", c.PackagePath)
+			continue
+		}
 		log.Info("plugin verified", "file", c.File, "digest", c.Digest, "package", c.PackagePath, "checksumFile", opts.ChecksumFile)
 	}
 	return cands, nil
