@@ -673,6 +673,9 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 				cause: &ServerError{Severity: m.Severity, Code: m.Code, Message: m.Message, Detail: m.Detail},
 				raw:   bytes.Clone(raw),
 			}
+			if m.Code == codeInvalidPassword && bytes.HasSuffix(t.password, []byte("\n")) {
+				s.c.logger.Warnf("pg: the server refused the password, which ends with a line break: a password file written with echo has one; write it with printf '%%s' or echo -n")
+			}
 			// The client gave no credentials: say whose were refused, so
 			// that nobody looks for a password in the application.
 			if !authOK && (m.Code == codeInvalidPassword || m.Code == codeInvalidAuthSpec) && m.Hint == "" {

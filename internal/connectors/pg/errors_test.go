@@ -275,3 +275,25 @@ func TestStartupNoticeWithPassword(t *testing.T) {
 		t.Errorf("client got notices %q, want only the one without the password", notices)
 	}
 }
+
+// TestPasswordWithLineBreakHint: a refused password that ends with a line
+// break (a file written with echo) is pointed out in the broker's log.
+func TestPasswordWithLineBreakHint(t *testing.T) {
+	srv := needServer(t)
+	creds := baseCreds(srv, roleSCRAM, "disable")
+	creds["password"] = roleSCRAM.password + "\n"
+	svc := newService(t, creds, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, svc.dsn(""))
+	if err == nil {
+		c.Close(ctx)
+		t.Fatal("connected with a password that ends with a line break")
+	}
+	for _, l := range svc.log.lines() {
+		if strings.HasPrefix(l, "WARN ") && strings.Contains(l, "ends with a line break") {
+			return
+		}
+	}
+	t.Errorf("no hint about the line break in the log:\n%s", strings.Join(svc.log.lines(), "\n"))
+}
