@@ -32,6 +32,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
 	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/internal/registry"
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"github.com/secretless-broker/secretless-broker/sdk"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/http"
@@ -134,6 +135,14 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 	})
 	for _, s := range cfg.Services {
 		e, ok := reg.Lookup(s.Connector)
+		if !ok {
+			// A typo of a known id is an error even where plugin ids are
+			// not known (validate without -p).
+			if meant := typo.Closest(s.Connector, reg.IDs(), connectorAliases); meant != "" {
+				problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q; did you mean %q?", s.Connector, meant))
+				continue
+			}
+		}
 		if !ok && allowUnknown {
 			continue
 		}
@@ -635,6 +644,12 @@ func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 		return err
 	}
 	return b.Serve(ctx, reload)
+}
+
+// connectorAliases are names people write for the built-in connectors.
+var connectorAliases = map[string]string{
+	"postgres": "pg", "postgresql": "pg", "pgsql": "pg", "psql": "pg",
+	"basic": "basic_auth", "http": "generic_http", "generic": "generic_http", "sigv4": "aws", "awssigv4": "aws",
 }
 
 func knownList(ids []string) string {

@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"strings"
 
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
@@ -78,33 +79,12 @@ func validateNearMisses(names []string) error {
 			continue // libpq options get their own message from parseCredentials
 		}
 		for k := range knownCredentials {
-			if editDistance(strings.ToLower(n), k) <= 2 {
+			if typo.EditDistance(strings.ToLower(n), k) <= 2 {
 				return credErr(n, "not a pg credential; did you mean %q? (names that are not pg credentials are sent to the server as startup parameters)", k)
 			}
 		}
 	}
 	return nil
-}
-
-// editDistance is the Levenshtein distance of two short ASCII names.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 var _ connector.CredentialsValidator = plugin{}
