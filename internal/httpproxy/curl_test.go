@@ -102,6 +102,12 @@ func TestCurlThroughProxy(t *testing.T) {
 		{"dot dot behind an encoded slash", "/generic/..%2Fadmin"},
 		{"dot segment", "/generic/./x"},
 		{"backslash separator", "/generic\\..\\admin"},
+		{"dot dot with a path parameter", "/generic/..;/admin"},
+		{"encoded dot dot with a path parameter", "/generic/%2e%2e;x=1/admin"},
+		{"double-encoded dot dot", "/generic/%252e%252e/admin"},
+		{"double-encoded slash", "/generic/..%252fadmin"},
+		{"dot dot and a NUL", "/generic/..%00/admin"},
+		{"dot dot and a space", "/generic/..%20/admin"},
 	} {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			refused(t, "400", "--path-as-is", "http://"+plain.hostPort()+tc.path)
@@ -113,7 +119,7 @@ func TestCurlThroughProxy(t *testing.T) {
 			t.Fatalf("target saw %q", e.URI)
 		}
 	})
-	for _, m := range []string{"TRACE", "TRACK"} {
+	for _, m := range []string{"TRACE", "TRACK", "trace", "Track"} {
 		t.Run("refused: "+m, func(t *testing.T) {
 			refused(t, "405", "-X", m, "http://"+plain.hostPort()+"/generic/t")
 		})

@@ -12,10 +12,12 @@
 //
 //   - A request that matches no service is refused with 403 and a message
 //     naming the URL, unless the listener enables passthroughUnmatched.
-//   - A path with a "." or ".." segment (also percent-encoded, or behind an
-//     encoded slash or a backslash) is refused with 400 before matching: the
+//   - A path with a "." or ".." segment (also percent-encoded, twice
+//     encoded, with a ";param" or trailing blanks as Java servers strip
+//     them, or behind an encoded slash or a backslash) is refused with 400
+//     before matching: the
 //     target would resolve it, so ^http://h/api/ would otherwise cover
-//     /api/../admin. TRACE and TRACK are refused with 405: the target would
+//     /api/../admin. TRACE and TRACK (in any case) are refused with 405: the target would
 //     echo the injected credentials back to the client.
 //   - Hop-by-hop headers (Connection and the headers it lists, Keep-Alive,
 //     TE, Trailer, Transfer-Encoding, Upgrade) and every Proxy-* header are

@@ -355,12 +355,26 @@ func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
 // backslash, as some servers take them: a pattern such as ^http://h/api/
 // must not let /api/../admin (which the target resolves to /admin) through.
 func hasDotSegment(escaped string) bool {
+	// An encoded percent sign before an encoded dot, slash or backslash is
+	// a dot segment to a server that decodes twice.
+	lower := strings.ToLower(escaped)
+	for _, enc := range []string{"%252e", "%252f", "%255c"} {
+		if strings.Contains(lower, enc) {
+			return true
+		}
+	}
 	dec, err := url.PathUnescape(escaped)
 	if err != nil {
 		dec = escaped
 	}
 	for _, p := range []string{escaped, dec} {
 		for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+			// Java servers drop ";params" from a segment before resolving
+			// it ("..;" is ".."); some trim trailing blanks and NULs.
+			if i := strings.IndexByte(seg, ';'); i >= 0 {
+				seg = seg[:i]
+			}
+			seg = strings.TrimRight(seg, " \t\x00")
 			if seg == "." || seg == ".." {
 				return true
 			}
@@ -398,7 +412,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 			return
 		}
 	}
-	if r.Method == "TRACE" || r.Method == "TRACK" {
+	if strings.EqualFold(r.Method, "TRACE") || strings.EqualFold(r.Method, "TRACK") {
 		writeError(w, http.StatusMethodNotAllowed, "secretless: "+r.Method+" is refused: the target would echo the request, injected credentials included, back to the client")
 		return
 	}
