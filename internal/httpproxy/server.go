@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"net/url"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +71,10 @@ const (
 	DefaultMaxIdleConnsPerHost = 256
 	DefaultReadHeaderTimeout   = 30 * time.Second
 	DefaultClientIdleTimeout   = 120 * time.Second
-	DefaultMaxHeaderBytes      = 1 << 20
+	DefaultMaxHeaderBytes      = 64 << 10
+	// DefaultBodyIdleTimeout ends a request whose client stopped sending
+	// its body: no byte for this long.
+	DefaultBodyIdleTimeout = 60 * time.Second
 )
 
 // Options are listener-wide settings; zero values take the defaults.
@@ -83,6 +89,9 @@ type Options struct {
 	MaxIdleConns, MaxIdleConnsPerHost int
 	// ReadHeaderTimeout and IdleTimeout apply to client connections.
 	ReadHeaderTimeout, IdleTimeout time.Duration
+	// BodyIdleTimeout ends a request whose client sent no byte of its body
+	// for this long (DefaultBodyIdleTimeout).
+	BodyIdleTimeout time.Duration
 	// Observe, when set, is called after each proxied request with the
 	// service that handled it ("(unmatched)" for refused requests) and the
 	// status code sent to the client. It feeds the broker's metrics.
@@ -128,6 +137,9 @@ func New(l net.Listener, routes []Route, log *slog.Logger, opts Options) *Server
 	}
 	if opts.MaxIdleConnsPerHost <= 0 {
 		opts.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if opts.BodyIdleTimeout <= 0 {
+		opts.BodyIdleTimeout = DefaultBodyIdleTimeout
 	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
@@ -315,6 +327,18 @@ type reqState struct {
 	err    error // set by rewrite; makes the round trip fail
 	start  time.Time
 	shown  string // URL for logs and messages (no query, no userinfo)
+	// secrets are copies of the request's secret credentials, kept while
+	// the exchange lasts (the request carries them anyway) to redact what
+	// comes back: response headers such as a Location that repeats an
+	// injected query, and transport errors that quote the target.
+	secrets [][]byte
+}
+
+func (st *reqState) zero() {
+	for _, v := range st.secrets {
+		clear(v)
+	}
+	st.secrets = nil
 }
 
 func stateOf(ctx context.Context) *reqState {
@@ -468,13 +492,62 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 		target.Host = stripDefaultPort("https", target.Host)
 	}
 	st := &reqState{route: rt, target: &target, start: time.Now(), shown: shown}
+	defer st.zero()
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	rc := http.NewResponseController(w)
 	if rt.Timeouts.Request > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeouts.Request)
 		defer cancel()
+		// A body still being read when the time is up ends too (the
+		// round trip waits for it otherwise).
+		stop := context.AfterFunc(ctx, func() { _ = rc.SetReadDeadline(time.Now()) })
+		defer stop()
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.opts.BodyIdleTimeout}
 	}
 	s.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// maxRedactedBody is the largest response body redactSmallBody reads.
+const maxRedactedBody = 64 << 10
+
+// redactSmallBody replaces res.Body, when it is at most maxRedactedBody
+// bytes, with its redacted text; a longer body passes unchanged.
+func redactSmallBody(res *http.Response, secrets [][]byte) {
+	if res.ContentLength > maxRedactedBody {
+		return
+	}
+	head, err := io.ReadAll(io.LimitReader(res.Body, maxRedactedBody+1))
+	if err != nil || len(head) > maxRedactedBody {
+		res.Body = readCloser{io.MultiReader(bytes.NewReader(head), res.Body), res.Body}
+		return
+	}
+	_ = res.Body.Close()
+	red := redact.String(string(head), secrets)
+	res.Body = io.NopCloser(strings.NewReader(red))
+	res.ContentLength = int64(len(red))
+	res.Header.Set("Content-Length", strconv.Itoa(len(red)))
+	res.TransferEncoding = nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// idleBody is a request body that fails once the client has sent nothing
+// for idle: a stalled upload must not hold its connection and buffers.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	return b.ReadCloser.Read(p)
 }
 
 func upgradeType(h http.Header) string {
@@ -526,6 +599,11 @@ func (s *Server) decorate(out *http.Request, r *route) (err error) {
 	if creds == nil && err == nil {
 		creds = connector.CredentialValuesByID{}
 	}
+	if st := stateOf(out.Context()); st != nil && err == nil {
+		for _, v := range redact.Secrets(creds) {
+			st.secrets = append(st.secrets, bytes.Clone(v))
+		}
+	}
 	if err != nil {
 		return &proxyError{status: http.StatusBadGateway, public: "credentials for service " + r.Service + " are unavailable",
 			err: fmt.Errorf("fetch credentials: %w", err)}
@@ -547,10 +625,11 @@ func (s *Server) decorate(out *http.Request, r *route) (err error) {
 		}
 		red := proxy.Redact(cerr, creds)
 		public := "connector of service " + r.Service + " failed"
-		if status < 500 && r.PublicErrors {
-			// A 4xx from a built-in connector explains what the client must
-			// change; its text was checked to hold no secret (and redacted).
-			// A plugin's text is never shown: only its status is kept.
+		if (status < 500 || status == http.StatusServiceUnavailable) && r.PublicErrors {
+			// A 4xx (or a 503: retry later) from a built-in connector
+			// explains what the client must change; its text was checked
+			// to hold no secret (and redacted). A plugin's text is never
+			// shown: only its status is kept.
 			public = red.Error()
 		}
 		return &proxyError{status: status, public: public, err: fmt.Errorf("connector: %w", red)}
@@ -593,6 +672,19 @@ func (dispatchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (s *Server) modifyResponse(res *http.Response) error {
+	if st := stateOf(res.Request.Context()); st != nil && len(st.secrets) > 0 {
+		for k, vs := range res.Header {
+			for i, v := range vs {
+				if red := redact.String(v, st.secrets); red != v {
+					res.Header[k][i] = red
+				}
+			}
+		}
+		// A redirect's small body usually repeats its Location.
+		if res.StatusCode >= 300 && res.StatusCode < 400 && res.Body != nil && res.Header.Get("Content-Encoding") == "" {
+			redactSmallBody(res, st.secrets)
+		}
+	}
 	if s.log.Enabled(res.Request.Context(), slog.LevelDebug) {
 		if st := stateOf(res.Request.Context()); st != nil {
 			s.log.Debug("request proxied", "service", st.route.Service, "method", res.Request.Method,
@@ -628,7 +720,13 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	if status < 500 {
 		level = slog.LevelInfo
 	}
-	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "error", err)
+	logged := err.Error()
+	if st != nil {
+		// Transport errors may quote what the target sent back, which may
+		// repeat an injected credential.
+		public, logged = redact.String(public, st.secrets), redact.String(logged, st.secrets)
+	}
+	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "error", logged)
 	writeError(w, status, "secretless: "+public)
 }
 

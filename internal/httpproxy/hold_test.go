@@ -1,0 +1,125 @@
+package httpproxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/connectors/generichttp"
+)
+
+// TestSecretsComingBack: what the target sends back that repeats an
+// injected credential (a redirect that keeps the query, an error quoting
+// the request) reaches neither the client nor the log.
+func TestSecretsComingBack(t *testing.T) {
+	const key = "QueryKey-Secret-77"
+	fetch := staticFetch(map[string]string{"key": key})
+	redirect := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, r.URL.Path+"/?"+r.URL.RawQuery, http.StatusMovedPermanently)
+	}))
+	// A target that answers the request line back instead of HTTP.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				fmt.Fprintf(c, "%s\r\n\r\n", strings.TrimSpace(line))
+			}()
+		}
+	}()
+	block := "authenticateURLsMatching: ['^http://127\\.0\\.0\\.1:']\nqueryParams:\n  apikey: '{{ .key }}'\n"
+	rt, _ := routeFromYAML(t, "q", block, generichttp.Plugin(), fetch)
+	s, logs := startProxy(t, []Route{rt}, Options{})
+	c := proxyClient(s, nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	tests := []struct {
+		name, url string
+		check     func(t *testing.T, resp *http.Response, body string)
+	}{
+		{"redirect keeping the query", "http://" + redirect.hostPort() + "/r?x=1", func(t *testing.T, resp *http.Response, _ string) {
+			if loc := resp.Header.Get("Location"); !strings.Contains(loc, "apikey=[REDACTED]") {
+				t.Errorf("Location %q", loc)
+			}
+		}},
+		{"transport error quoting the target", "http://" + l.Addr().String() + "/x?a=1", func(t *testing.T, resp *http.Response, body string) {
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "[REDACTED]") {
+				t.Errorf("status %d body %q", resp.StatusCode, body)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := c.Get(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for k, v := range resp.Header {
+				if strings.Contains(strings.Join(v, " "), key) {
+					t.Errorf("response header %s holds the key: %q", k, v)
+				}
+			}
+			if strings.Contains(string(b), key) {
+				t.Errorf("response body holds the key: %q", b)
+			}
+			tc.check(t, resp, string(b))
+		})
+	}
+	if strings.Contains(logs.String(), key) {
+		t.Errorf("log holds the key:\n%s", logs)
+	}
+}
+
+// TestStalledBodies: a client that stops sending its body loses the
+// request, and its connection, at the request timeout or after the body
+// idle timeout, instead of holding them for good.
+func TestStalledBodies(t *testing.T) {
+	sink := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	fetch := staticFetch(map[string]string{"token": "t0ken-x"})
+	tests := []struct {
+		name  string
+		block string
+		opts  Options
+	}{
+		{"request timeout", "timeouts: {request: 500ms}\n", Options{}},
+		{"body idle timeout", "", Options{BodyIdleTimeout: 500 * time.Millisecond}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rt, _ := routeFromYAML(t, "s", "authenticateURLsMatching: '^http://127\\.0\\.0\\.1:'\n"+tc.block, bearerPlugin, fetch)
+			s, _ := startProxy(t, []Route{rt}, tc.opts)
+			c, err := net.Dial("tcp", s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST http://%s/up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc", sink.hostPort())
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer to a stalled upload: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		})
+	}
+}
