@@ -206,6 +206,7 @@ func TestOAuth1RequestErrors(t *testing.T) {
 	creds := connector.CredentialValuesByID{"ck": []byte("key-secret-1"), "cs": []byte("consumer-secret-2")}
 	tests := []struct {
 		name, url, body string
+		hold            int64 // form budget taken by other requests
 		wantStatus      int
 		wantErr         string
 	}{
@@ -213,9 +214,17 @@ func TestOAuth1RequestErrors(t *testing.T) {
 			wantStatus: http.StatusRequestEntityTooLarge, wantErr: "larger than"},
 		{name: "bad form encoding", url: "http://h/p", body: "a=%zz", wantStatus: http.StatusBadRequest, wantErr: "form body"},
 		{name: "bad query encoding", url: "http://h/p?q=%zz", body: "a=1", wantStatus: http.StatusBadRequest, wantErr: "query"},
+		{name: "form budget in use", url: "http://h/p", body: "a=1", hold: maxFormInFlight - 2,
+			wantStatus: http.StatusServiceUnavailable, wantErr: "too many form bodies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.hold > 0 {
+				if !formBudget.take(tt.hold) {
+					t.Fatal("budget in use")
+				}
+				defer formBudget.give(tt.hold)
+			}
 			r, _ := http.NewRequest(http.MethodPost, tt.url, strings.NewReader(tt.body))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			err := Plugin().NewConnector(res{block}).Connect(r, creds)
