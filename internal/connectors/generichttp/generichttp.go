@@ -127,9 +127,16 @@ func parseConfig(block []byte) (*config, error) {
 	}
 	c := &config{}
 	var errs []error
+	canonSeen := map[string]string{}
 	for _, name := range sortedKeys(raw.Headers) {
 		key := "headers." + name
 		canon := http.CanonicalHeaderKey(name)
+		if other, dup := canonSeen[canon]; dup {
+			// HTTP header names ignore case: one would replace the other.
+			errs = append(errs, fmt.Errorf("%s: the same header as headers.%s (header names ignore case); keep one", key, other))
+			continue
+		}
+		canonSeen[canon] = name
 		switch {
 		case !headerName.MatchString(name):
 			errs = append(errs, fmt.Errorf("%s: invalid header name", key))
@@ -195,7 +202,7 @@ func parseConfig(block []byte) (*config, error) {
 		if (o.Token == "") != (o.TokenSecret == "") {
 			errs = append(errs, errors.New("oauth1: token and token_secret go together; set both or neither"))
 		}
-		if _, ok := raw.Headers["Authorization"]; ok {
+		if _, ok := canonSeen["Authorization"]; ok {
 			errs = append(errs, errors.New("oauth1: the signature is the Authorization header; remove headers.Authorization"))
 		}
 		c.oauth1 = ot

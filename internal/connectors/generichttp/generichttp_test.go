@@ -39,6 +39,9 @@ func TestValidateConfig(t *testing.T) {
 		{name: "bad validation regex", block: "headers: {X-A: v}\ncredentialValidations:\n  a: '(['\n", wantErr: []string{"credentialValidations.a: invalid regex \"([\""}},
 		{name: "oauth1 incomplete", block: "oauth1:\n  consumer_key: x\n  token: t\n", wantErr: []string{"oauth1.consumer_secret: required", "token and token_secret go together"}},
 		{name: "oauth1 with Authorization header", block: "headers: {Authorization: x}\noauth1: {consumer_key: a, consumer_secret: b}\n", wantErr: []string{"remove headers.Authorization"}},
+		{name: "oauth1 with lowercase authorization header", block: "headers: {authorization: x}\noauth1: {consumer_key: a, consumer_secret: b}\n", wantErr: []string{"remove headers.Authorization"}},
+		{name: "one header in two cases", block: "headers:\n  Authorization: 'Bearer {{ .t }}'\n  authorization: placeholder\n",
+			wantErr: []string{"headers.authorization: the same header as headers.Authorization (header names ignore case)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
