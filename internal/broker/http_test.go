@@ -114,7 +114,9 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 		want string
 	}{
 		{"bad regex", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    config:\n      authenticateURLsMatching: \"(\"\n",
-			"services.h.config.authenticateURLsMatching"},
+			"s.yml:7: services.h.config.authenticateURLsMatching"},
+		{"proxy key with its line", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      username: u\n      password: p\n    config:\n      authenticateURLsMatching: x\n      timeouts:\n        dial: soon\n",
+			"s.yml:12: services.h.config.timeouts.dial"},
 		{"missing patterns", "version: 2\nservices:\n  h:\n    connector: basic_auth\n    listenOn: tcp://127.0.0.1:1\n",
 			"services.h.config"},
 		{"pg without username", "version: 2\nservices:\n  d:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    credentials:\n      host: h\n      password: {from: env, get: X}\n",

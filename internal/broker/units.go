@@ -273,7 +273,7 @@ func httpConfigProblems(cfg *config.Config, s config.Service, err error) []confi
 	for _, e := range errs {
 		var ke *httpproxy.KeyError
 		if errors.As(e, &ke) {
-			out = append(out, cfg.ServiceProblem(s, "config."+ke.Key, "%s", ke.Msg))
+			out = append(out, cfg.ConfigKeyProblem(s, ke.Key, ke.Msg))
 			continue
 		}
 		out = append(out, cfg.ServiceProblem(s, "config", "%v", e))
