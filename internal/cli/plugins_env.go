@@ -835,7 +835,7 @@ func compiledDir(trimpath bool, p listedPackage, m *modInfo) string {
 func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("plugins build", stderr)
 	outDir := fs.String("o", "", "plugin directory to write NAME.so into")
-	sumFile := fs.String("s", "", "checksum file to write or update (default: PLUGINS_SHA256SUM.txt next to the plugin directory)")
+	sumFile := fs.String("s", "", "checksum file to write or update (default: PLUGINS_SHA256SUM.txt beside the plugin directory, which is not changed if it lists plugins the directory does not have)")
 	goBin := fs.String("go", "go", "go command")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
@@ -909,8 +909,15 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 	for _, j := range jobs {
 		planned[j.name] = strings.Repeat("0", 64)
 	}
-	if _, _, err := mergeChecksums(dir, sums, planned); err != nil {
+	_, dropped, err := mergeChecksums(dir, sums, planned)
+	if err != nil {
 		return fail(stderr, err)
+	}
+	if *sumFile == "" && len(dropped) > 0 {
+		// The default file sits beside the plugin directory, where another
+		// directory's file may sit too: never drop entries from it unasked.
+		return usageErr(stderr, "plugins build: %s (the default -s) lists plugins that are not in %s, so it may belong to another plugin directory: %s; pass -s FILE to write that file anyway, or another one",
+			sums, dir, strings.Join(dropped, "; "))
 	}
 	staging, err := os.MkdirTemp(filepath.Dir(dir), ".secretless-plugins-build-")
 	if err != nil {

@@ -156,6 +156,10 @@ func TestBuildHelperRefusals(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "PLUGINS_SHA256SUM.txt"), strings.Repeat("0", 64)+"  other.so\n")
 			return nil
 		}, want: "refusing to bless a modified plugin"},
+		{name: "default checksum file of another directory", setup: func(t *testing.T, dir string) []string {
+			writeFile(t, filepath.Join(dir, "PLUGINS_SHA256SUM.txt"), strings.Repeat("0", 64)+"  elsewhere.so\n")
+			return nil
+		}, want: "lists plugins that are not in"},
 		{name: "something else in the directory", setup: func(t *testing.T, dir string) []string {
 			writeFile(t, filepath.Join(dir, "plugins", "README"), "hi")
 			return nil
