@@ -57,7 +57,7 @@ func Load(opts Options) ([]Plugin, error) {
 	log := opts.logger()
 	if !CgoEnabled {
 		if names := pluginFiles(opts.Dir); len(names) > 0 {
-			return nil, errorf(ErrNoPluginSupport, "this broker was built without cgo and cannot load plugins (plugin directory %q has %s)",
+			return nil, errorf(ErrNoPluginSupport, "this broker was built without cgo and cannot load plugins (plugin directory %q has %s); rebuild the broker with CGO_ENABLED=1 and gcc installed",
 				opts.Dir, quoteAll(names))
 		}
 	}

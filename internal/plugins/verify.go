@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -145,7 +146,11 @@ func verify(opts Options) ([]*candidate, error) {
 		present[ent.name] = true
 		if ent.reason != "" {
 			if checked {
-				fail(errorf(ErrUnexpectedEntry, "plugin directory %q: unexpected entry %q: %s; only regular *.so plugin files are allowed", opts.Dir, ent.name, ent.reason))
+				hint := "only regular *.so plugin files are allowed"
+				if opts.ChecksumFile != "" && filepath.Clean(filepath.Join(opts.Dir, ent.name)) == filepath.Clean(opts.ChecksumFile) {
+					hint = "it is the checksum file itself: keep the checksum file outside the plugin directory (sha256sum DIR/*.so > FILE writes it there when FILE is inside DIR)"
+				}
+				fail(errorf(ErrUnexpectedEntry, "plugin directory %q: unexpected entry %q: %s; %s", opts.Dir, ent.name, ent.reason, hint))
 			} else {
 				log.Warn("ignoring entry in plugin directory", "dir", opts.Dir, "entry", ent.name, "reason", ent.reason)
 			}
@@ -247,12 +252,12 @@ func matchChecksums(opts Options, entries []Entry, cands []*candidate, present m
 		}
 		e, ok := want[c.File]
 		if !ok {
-			errs = append(errs, errorf(ErrUnexpectedPlugin, "unexpected plugin %q (sha256 %s): not listed in checksum file %q", c.File, c.Digest, opts.ChecksumFile))
+			errs = append(errs, errorf(ErrUnexpectedPlugin, "unexpected plugin %q (sha256 %s): not listed in checksum file %q; list it (sha256sum, or secretless-broker plugins build) or remove it from the directory", c.File, c.Digest, opts.ChecksumFile))
 			failed[c] = true
 			continue
 		}
 		if !digestEqual(e.Digest, c.Digest) {
-			errs = append(errs, errorf(ErrModifiedPlugin, "modified plugin %q: sha256 is %s, checksum file %q line %d expects %s", c.File, c.Digest, opts.ChecksumFile, e.Line, e.Digest))
+			errs = append(errs, errorf(ErrModifiedPlugin, "modified plugin %q: sha256 is %s, checksum file %q line %d expects %s; if you rebuilt it on purpose, write the checksum file again", c.File, c.Digest, opts.ChecksumFile, e.Line, e.Digest))
 			failed[c] = true
 		}
 	}

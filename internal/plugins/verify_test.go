@@ -315,6 +315,19 @@ func TestVerify(t *testing.T) {
 			wantMsg: []string{`": unexpected entry "README": is not a .so file`},
 		},
 		{
+			name:  "checksum file inside the plugin directory",
+			files: map[string]string{"tcpgood.so": "tcpgood.so"},
+			prepare: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "PLUGINS_SHA256SUM.txt")
+				if err := os.WriteFile(path, sha256sum(t, dir, "tcpgood.so"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return path
+			},
+			wantIs:  []error{ErrUnexpectedEntry},
+			wantMsg: []string{`unexpected entry "PLUGINS_SHA256SUM.txt": is not a .so file; it is the checksum file itself: keep the checksum file outside the plugin directory`},
+		},
+		{
 			name:  "fifo",
 			files: map[string]string{"tcpgood.so": "tcpgood.so"},
 			prepare: func(t *testing.T, dir string) string {
