@@ -282,7 +282,14 @@ func (g *genericConnector) Connect(r *http.Request, creds connector.CredentialVa
 			return fmt.Errorf("generic_http: %w", err)
 		}
 		if strings.ContainsAny(val, "\r\n\x00") {
-			return fmt.Errorf("generic_http: header %s would contain a line break or NUL", h.name)
+			hint := ""
+			for name, v := range creds {
+				if n := len(v); n > 0 && v[n-1] == '\n' {
+					hint = fmt.Sprintf(" (credential %s ends with a line break: a file written with echo has one; write it with printf '%%s')", name)
+					break
+				}
+			}
+			return fmt.Errorf("generic_http: header %s would contain a line break or NUL%s", h.name, hint)
 		}
 		r.Header[h.name] = []string{val}
 	}

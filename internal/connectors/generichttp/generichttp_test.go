@@ -246,3 +246,15 @@ func TestOAuth1RequestErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestLineBreakInCredential: a credential that ends with a line break (a
+// file written with echo) makes the request fail with a message that says
+// so, and without the value.
+func TestLineBreakInCredential(t *testing.T) {
+	c := Plugin().NewConnector(res{"headers:\n  Authorization: 'Bearer {{ .token }}'\n"})
+	r, _ := http.NewRequest(http.MethodGet, "http://h/p", nil)
+	err := c.Connect(r, connector.CredentialValuesByID{"token": []byte("tok-Secret-9\n")})
+	if err == nil || !strings.Contains(err.Error(), "credential token ends with a line break") || strings.Contains(err.Error(), "tok-Secret-9") {
+		t.Fatalf("err = %v", err)
+	}
+}
