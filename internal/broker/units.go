@@ -248,6 +248,9 @@ func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger, live *
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range pcfg.Warnings {
+		log.Warn("URL pattern may match more than meant; credentials go to every URL it matches", "service", s.Name, "problem", w)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			svc, err = nil, fmt.Errorf("connector %q panicked in NewConnector: %v", e.ID, r)

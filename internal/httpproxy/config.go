@@ -90,6 +90,9 @@ type Config struct {
 	// PassthroughUnmatched lets requests that match no service through
 	// without credentials. It applies to the whole listener.
 	PassthroughUnmatched bool
+	// Warnings are patterns that probably match more than meant (see
+	// LoosePattern), to be logged at load time.
+	Warnings []string
 }
 
 // InterceptCA is a CA certificate and key that applications trust, used to
@@ -148,6 +151,11 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 		switch k.Value {
 		case KeyAuthenticateURLsMatching:
 			cfg.Match, err = parsePatterns(v)
+			for _, re := range cfg.Match {
+				if why := LoosePattern(re.String()); why != "" {
+					cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("authenticateURLsMatching %q: %s", re.String(), why))
+				}
+			}
 		case KeyForceSSL:
 			cfg.ForceSSL, err = parseBool(k.Value, v)
 		case KeyAllowWebSockets:
@@ -182,6 +190,27 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 		restBytes = b
 	}
 	return cfg, restBytes, nil
+}
+
+// hostStart is what an anchored URL pattern starts with: ^ and a scheme.
+var hostStart = regexp.MustCompile(`^\^\(?(https?|https\?|http\|https|https\|http)\)?(:|\\:)(//|\\/\\/)`)
+
+// LoosePattern says why an authenticateURLsMatching pattern probably lets
+// a client steer the credentials to a URL nobody meant, or "": a pattern
+// must start with ^ and the scheme (unanchored, it matches anywhere, the
+// query string included: http://evil/?http://api/), and the host must be
+// followed by "/", ":" or "$" (else ^https://api\.example\.com matches
+// api.example.com.evil.example).
+func LoosePattern(p string) string {
+	m := hostStart.FindStringIndex(p)
+	if m == nil {
+		return "it is not anchored as ^scheme://host/...: it can match anywhere in the URL, the query string included"
+	}
+	host := p[m[1]:]
+	if strings.IndexAny(host, "/:$") < 0 {
+		return "the host is not followed by /, : or $: it also matches longer host names"
+	}
+	return ""
 }
 
 func parsePatterns(v *yaml.Node) ([]*regexp.Regexp, error) {

@@ -123,3 +123,28 @@ func TestListenerOptions(t *testing.T) {
 		t.Fatalf("conflict err = %v", err)
 	}
 }
+
+func TestLoosePattern(t *testing.T) {
+	tests := []struct {
+		pattern string
+		loose   bool
+	}{
+		{`^https://api\.example\.com/`, false},
+		{`^http://127\.0\.0\.1:`, false},
+		{`^http://[^/]+/ws`, false},
+		{`^https?://api\.x\.com(/|$)`, false},
+		{`^https://api\.example\.com$`, false},
+		{`^(http|https)://h/`, false},
+		{`http://127\.0\.0\.1:56610/`, true},
+		{`^https://api\.example\.com`, true},
+		{`api\.example\.com`, true},
+		{`.*`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pattern, func(t *testing.T) {
+			if got := LoosePattern(tc.pattern) != ""; got != tc.loose {
+				t.Errorf("LoosePattern(%q) = %q, want loose %v", tc.pattern, LoosePattern(tc.pattern), tc.loose)
+			}
+		})
+	}
+}
