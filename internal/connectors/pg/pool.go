@@ -285,19 +285,7 @@ func (p *serverPool) takeOldestLocked() *idleConn {
 		return nil
 	}
 	oldest.timer.Stop()
-	list := p.idle[oldest.key]
-	for i, c := range list {
-		if c == oldest {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
-	if len(list) == 0 {
-		delete(p.idle, oldest.key)
-	} else {
-		p.idle[oldest.key] = list
-	}
-	p.n--
+	p.removeLocked(oldest)
 	return oldest
 }
 
@@ -331,6 +319,12 @@ func (p *serverPool) giveBack(deadline time.Time) bool {
 func (p *serverPool) remove(ic *idleConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.removeLocked(ic)
+}
+
+// removeLocked takes ic out of the pool, reporting whether it was there.
+// p.mu must be held.
+func (p *serverPool) removeLocked(ic *idleConn) bool {
 	list := p.idle[ic.key]
 	for i, c := range list {
 		if c == ic {
