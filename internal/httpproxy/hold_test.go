@@ -123,3 +123,28 @@ func TestStalledBodies(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowAnswerToUpload: the body idle timeout applies while the body is
+// read only; a target that takes longer than it to answer a finished
+// upload, or streams its answer for longer, is not cut.
+func TestSlowAnswerToUpload(t *testing.T) {
+	slow := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(700 * time.Millisecond)
+		_, _ = io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(700 * time.Millisecond)
+		_, _ = io.WriteString(w, "done\n")
+	}))
+	rt, _ := routeFromYAML(t, "s", "authenticateURLsMatching: '^http://127\\.0\\.0\\.1:'\n", bearerPlugin, staticFetch(map[string]string{"token": "t0ken-x"}))
+	s, _ := startProxy(t, []Route{rt}, Options{BodyIdleTimeout: 300 * time.Millisecond})
+	resp, err := proxyClient(s, nil).Post("http://"+slow.hostPort()+"/up", "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || string(body) != "first\ndone\n" {
+		t.Fatalf("status %d, body %q, err %v", resp.StatusCode, body, err)
+	}
+}

@@ -332,6 +332,7 @@ type reqState struct {
 	// comes back: response headers such as a Location that repeats an
 	// injected query, and transport errors that quote the target.
 	secrets [][]byte
+	body    *idleBody // the client's body, when it has one
 }
 
 func (st *reqState) zero() {
@@ -505,7 +506,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 		defer stop()
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.opts.BodyIdleTimeout}
+		st.body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.opts.BodyIdleTimeout}
+		r.Body = st.body
 	}
 	s.rp.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -539,15 +541,44 @@ type readCloser struct {
 
 // idleBody is a request body that fails once the client has sent nothing
 // for idle: a stalled upload must not hold its connection and buffers.
+// The deadline it sets on the client connection applies while the body is
+// being read only: it is lifted once the whole body has been read, so that
+// a long answer to an upload is not cut. After a failed read it stays (it
+// has passed), so that the server's own read of the rest of the body fails
+// at once too, and the connection is closed.
 type idleBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
 	idle time.Duration
+	mu   sync.Mutex
+	done bool
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
-	return b.ReadCloser.Read(p)
+	b.mu.Lock()
+	if !b.done {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	b.mu.Unlock()
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.mu.Lock()
+		if !b.done {
+			b.done = true
+			if errors.Is(err, io.EOF) {
+				_ = b.rc.SetReadDeadline(time.Time{})
+			}
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
+	return b.ReadCloser.Close()
 }
 
 func upgradeType(h http.Header) string {
