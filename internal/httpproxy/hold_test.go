@@ -2,10 +2,14 @@ package httpproxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +21,23 @@ import (
 // injected credential (a redirect that keeps the query, an error quoting
 // the request) reaches neither the client nor the log.
 func TestSecretsComingBack(t *testing.T) {
-	const key = "QueryKey-Secret-77"
+	const key = "QueryKey+Secret/77 &x" // characters a query must escape
 	fetch := staticFetch(map[string]string{"key": key})
 	redirect := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, r.URL.Path+"/?"+r.URL.RawQuery, http.StatusMovedPermanently)
+		switch r.URL.Path {
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Echo")
+			_, _ = io.WriteString(w, "body\n")
+			w.Header().Set("X-Echo", r.URL.RawQuery)
+			w.Header().Set(http.TrailerPrefix+"X-Undeclared", r.URL.Query().Get("apikey"))
+		case "/early":
+			w.Header().Set("Link", "</s?"+r.URL.RawQuery+">; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			_, _ = io.WriteString(w, "ok\n")
+		default:
+			http.Redirect(w, r, r.URL.Path+"/?"+r.URL.RawQuery, http.StatusMovedPermanently)
+		}
 	}))
 	// A target that answers the request line back instead of HTTP.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -46,6 +63,11 @@ func TestSecretsComingBack(t *testing.T) {
 	s, logs := startProxy(t, []Route{rt}, Options{})
 	c := proxyClient(s, nil)
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var early []string // Link headers of informational responses
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+		early = append(early, h.Values("Link")...)
+		return nil
+	}}
 	tests := []struct {
 		name, url string
 		check     func(t *testing.T, resp *http.Response, body string)
@@ -53,6 +75,24 @@ func TestSecretsComingBack(t *testing.T) {
 		{"redirect keeping the query", "http://" + redirect.hostPort() + "/r?x=1", func(t *testing.T, resp *http.Response, _ string) {
 			if loc := resp.Header.Get("Location"); !strings.Contains(loc, "apikey=[REDACTED]") {
 				t.Errorf("Location %q", loc)
+			}
+			if resp.Header.Get("Date") == "" || resp.Header.Get("Content-Type") == "" {
+				t.Errorf("framing headers lost: %v", resp.Header)
+			}
+		}},
+		{"trailers", "http://" + redirect.hostPort() + "/trailer?x=1", func(t *testing.T, resp *http.Response, _ string) {
+			if got := resp.Trailer.Get("X-Echo"); !strings.Contains(got, "[REDACTED]") {
+				t.Errorf("trailer %q", got)
+			}
+			for k, v := range resp.Trailer {
+				if strings.Contains(strings.Join(v, " "), key) || strings.Contains(strings.Join(v, " "), url.QueryEscape(key)) {
+					t.Errorf("trailer %s holds the key: %q", k, v)
+				}
+			}
+		}},
+		{"early hints", "http://" + redirect.hostPort() + "/early?x=1", func(t *testing.T, resp *http.Response, _ string) {
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("status %d", resp.StatusCode)
 			}
 		}},
 		{"transport error quoting the target", "http://" + l.Addr().String() + "/x?a=1", func(t *testing.T, resp *http.Response, body string) {
@@ -63,24 +103,35 @@ func TestSecretsComingBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := c.Get(tc.url)
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, tc.url, nil)
+			resp, err := c.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for k, v := range resp.Header {
-				if strings.Contains(strings.Join(v, " "), key) {
-					t.Errorf("response header %s holds the key: %q", k, v)
+			for _, form := range []string{key, url.QueryEscape(key)} {
+				for k, v := range resp.Header {
+					if strings.Contains(strings.Join(v, " "), form) {
+						t.Errorf("response header %s holds the key: %q", k, v)
+					}
 				}
-			}
-			if strings.Contains(string(b), key) {
-				t.Errorf("response body holds the key: %q", b)
+				if strings.Contains(string(b), form) {
+					t.Errorf("response body holds the key: %q", b)
+				}
 			}
 			tc.check(t, resp, string(b))
 		})
 	}
-	if strings.Contains(logs.String(), key) {
+	if len(early) == 0 {
+		t.Error("no early hints reached the client")
+	}
+	for _, l := range early {
+		if strings.Contains(l, url.QueryEscape(key)) || !strings.Contains(l, "[REDACTED]") {
+			t.Errorf("early hint Link %q", l)
+		}
+	}
+	if strings.Contains(logs.String(), key) || strings.Contains(logs.String(), url.QueryEscape(key)) {
 		t.Errorf("log holds the key:\n%s", logs)
 	}
 }

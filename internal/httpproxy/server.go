@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"runtime/debug"
@@ -512,6 +514,42 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 	s.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
+// framing names the response headers redaction leaves alone: they frame
+// the message, and a short secret that happens to match a date or a length
+// would break it.
+var framing = map[string]bool{"Content-Length": true, "Date": true, "Content-Type": true, "Transfer-Encoding": true,
+	"Content-Encoding": true, "Connection": true, "Keep-Alive": true}
+
+// redactHeader replaces the secrets in every value of h but framing ones.
+func redactHeader(h map[string][]string, secrets [][]byte) {
+	for k, vs := range h {
+		if framing[http.CanonicalHeaderKey(k)] {
+			continue
+		}
+		for i, v := range vs {
+			if red := redact.String(v, secrets); red != v {
+				vs[i] = red
+			}
+		}
+	}
+}
+
+// trailerRedactor redacts a response's trailers when its body ends, before
+// the proxy copies them.
+type trailerRedactor struct {
+	io.ReadCloser
+	res     *http.Response
+	secrets [][]byte
+}
+
+func (t *trailerRedactor) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		redactHeader(t.res.Trailer, t.secrets)
+	}
+	return n, err
+}
+
 // maxRedactedBody is the largest response body redactSmallBody reads.
 const maxRedactedBody = 64 << 10
 
@@ -699,21 +737,30 @@ func (dispatchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if st.err != nil {
 		return nil, st.err
 	}
+	if len(st.secrets) > 0 {
+		// Informational responses (103 Early Hints ...) are passed on by
+		// the proxy's own hook, which runs after this one.
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+				redactHeader(h, st.secrets)
+				return nil
+			},
+		}))
+	}
 	return st.route.transport.RoundTrip(r)
 }
 
 func (s *Server) modifyResponse(res *http.Response) error {
 	if st := stateOf(res.Request.Context()); st != nil && len(st.secrets) > 0 {
-		for k, vs := range res.Header {
-			for i, v := range vs {
-				if red := redact.String(v, st.secrets); red != v {
-					res.Header[k][i] = red
-				}
-			}
-		}
+		redactHeader(res.Header, st.secrets)
 		// A redirect's small body usually repeats its Location.
-		if res.StatusCode >= 300 && res.StatusCode < 400 && res.Body != nil && res.Header.Get("Content-Encoding") == "" {
+		if enc := res.Header.Get("Content-Encoding"); res.StatusCode >= 300 && res.StatusCode < 400 && res.Body != nil &&
+			(enc == "" || strings.EqualFold(enc, "identity")) {
 			redactSmallBody(res, st.secrets)
+		}
+		// Trailers arrive after the body; they are copied once it is read.
+		if res.Body != nil && res.ContentLength < 0 {
+			res.Body = &trailerRedactor{ReadCloser: res.Body, res: res, secrets: st.secrets}
 		}
 	}
 	if s.log.Enabled(res.Request.Context(), slog.LevelDebug) {

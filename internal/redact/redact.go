@@ -3,8 +3,8 @@
 // against a connector, possibly a third-party plugin, that put a secret
 // into a message. A value is found as written and in the forms Go's fmt
 // and common encodings give it: quoted, as a []byte printed with %v, in
-// hex, and in base64 (also inside a longer encoded text, such as an HTTP
-// Basic credential). The password of a URL held in a public credential
+// hex, percent-encoded as in a URL, and in base64 (also inside a longer
+// encoded text, such as an HTTP Basic credential). The password of a URL held in a public credential
 // (url, endpoint ...) is a secret too.
 package redact
 
@@ -76,6 +76,12 @@ func forms(v []byte) []string {
 	out := []string{s, fmt.Sprint(v), hex.EncodeToString(v), strings.ToUpper(hex.EncodeToString(v))}
 	if q := strconv.Quote(s); q[1:len(q)-1] != s {
 		out = append(out, q[1:len(q)-1])
+	}
+	// As a URL carries it: in a query (space as +) or a path (as %20).
+	for _, e := range []string{url.QueryEscape(s), url.PathEscape(s)} {
+		if e != s {
+			out = append(out, e)
+		}
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
 		out = append(out, enc.EncodeToString(v))

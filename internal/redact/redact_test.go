@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -99,4 +100,20 @@ func TestLive(t *testing.T) {
 		t.Errorf("nil Live: %q", got)
 	}
 	none.Add(creds)()
+}
+
+// TestURLEscapedForms: a secret with characters a URL must escape is found
+// as a query or a path carries it.
+func TestURLEscapedForms(t *testing.T) {
+	const secret = "s3cr3t+/= &x"
+	creds := connector.CredentialValuesByID{"token": []byte(secret)}
+	for _, text := range []string{
+		"Location: /x?a=1&key=" + url.QueryEscape(secret),
+		"GET /p/" + url.PathEscape(secret) + " HTTP/1.1",
+	} {
+		got := String(text, Secrets(creds))
+		if got == text || strings.Contains(got, url.QueryEscape(secret)) || strings.Contains(got, url.PathEscape(secret)) {
+			t.Errorf("%q redacted as %q", text, got)
+		}
+	}
 }
