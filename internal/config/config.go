@@ -198,9 +198,10 @@ func ReadFile(file string) ([]byte, error) {
 }
 
 type parser struct {
-	file      string
-	problems  []Problem
-	providers ProviderInfo
+	file        string
+	problems    []Problem
+	providers   ProviderInfo
+	mergeDepths map[*yaml.Node]int
 }
 
 func (p *parser) addf(n *yaml.Node, path, format string, args ...any) {
@@ -220,7 +221,7 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 			cfg, err = nil, &Error{Problems: []Problem{{File: file, Msg: fmt.Sprintf("cannot parse config: %v", r)}}}
 		}
 	}()
-	p := &parser{file: file, providers: providers}
+	p := &parser{file: file, providers: providers, mergeDepths: map[*yaml.Node]int{}}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -299,7 +300,8 @@ func (p *parser) duplicateKeys(n *yaml.Node, path string, role keyRole) {
 		own := role == roleServices || role == roleCredentials
 		first := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
+			// A key written as an alias (*k : value) is the key it names.
+			k, v := resolve(n.Content[i]), n.Content[i+1]
 			kp := k.Value
 			if path != "" {
 				kp = path + "." + k.Value
@@ -307,12 +309,14 @@ func (p *parser) duplicateKeys(n *yaml.Node, path string, role keyRole) {
 			if isMerge(k) {
 				if mergeSources(resolve(v)) == nil {
 					p.addf(k, kp, "must merge a mapping or a list of mappings (<<: *anchor or <<: [*a, *b])")
+				} else if mergeDepth(n, p.mergeDepths) > maxMergeDepth {
+					p.addf(k, kp, "merges nested more than %d deep; their keys would be lost", maxMergeDepth)
 				}
 				continue // the merged mapping is checked where it is written
 			}
 			if k.Kind == yaml.ScalarNode && !own {
 				if line, dup := first[k.Value]; dup {
-					p.addf(k, kp, "given twice (first on line %d); each key may appear once", line)
+					p.addf(n.Content[i], kp, "given twice (first on line %d); each key may appear once", line)
 				} else {
 					first[k.Value] = k.Line
 				}
@@ -391,7 +395,7 @@ func eachPair(m *yaml.Node, depth int, visited map[*yaml.Node]bool, f func(k, v 
 		}
 	}
 	if depth >= maxMergeDepth {
-		return
+		return // reported by duplicateKeys (mergeDepth)
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if isMerge(resolve(m.Content[i])) {
@@ -403,6 +407,25 @@ func eachPair(m *yaml.Node, depth int, visited map[*yaml.Node]bool, f func(k, v 
 			}
 		}
 	}
+}
+
+// mergeDepth is how deeply m's merges nest (0: none), memoized in seen; a
+// merge cycle counts as too deep.
+func mergeDepth(m *yaml.Node, seen map[*yaml.Node]int) int {
+	if d, ok := seen[m]; ok {
+		return d
+	}
+	seen[m] = maxMergeDepth + 1 // in progress: a cycle is too deep
+	d := 0
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if isMerge(resolve(m.Content[i])) {
+			for _, src := range mergeSources(resolve(m.Content[i+1])) {
+				d = max(d, 1+mergeDepth(src, seen))
+			}
+		}
+	}
+	seen[m] = d
+	return d
 }
 
 // isMerge reports whether k is the merge key "<<".

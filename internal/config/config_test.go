@@ -386,6 +386,9 @@ func TestMergeKeyErrors(t *testing.T) {
 		name, in string
 		want     string
 	}{
+		{"key written as an alias, twice", "version: 2\nx-k: &lo listenOn\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://127.0.0.1:1\n    *lo : tcp://0.0.0.0:1\n",
+			"c.yml:7: services.a.listenOn: given twice (first on line 6)"},
+		{"merges nested too deep", deepMerges(12), "merges nested more than 8 deep"},
 		{"merge of a scalar", "version: 2\nservices:\n  a:\n    <<: 5\n    connector: pg\n    listenOn: tcp://:1\n",
 			"c.yml:4: services.a.<<: must merge a mapping or a list of mappings"},
 		{"aliases expanding without end", "version: 2\nservices:\n  a:\n    connector: pg\n    listenOn: tcp://:1\n    config:\n" + laughs,
@@ -399,4 +402,20 @@ func TestMergeKeyErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deepMerges is a config whose service merges a chain of n mappings, each
+// merging the next.
+func deepMerges(n int) string {
+	var b strings.Builder
+	b.WriteString("version: 2\n")
+	for i := n; i > 0; i-- {
+		if i == n {
+			fmt.Fprintf(&b, "x-%d: &m%d {k%d: x}\n", i, i, i)
+			continue
+		}
+		fmt.Fprintf(&b, "x-%d: &m%d {<<: *m%d, k%d: x}\n", i, i, i+1, i)
+	}
+	b.WriteString("services:\n  a:\n    <<: *m1\n    connector: pg\n    listenOn: tcp://:1\n")
+	return b.String()
 }
