@@ -108,6 +108,11 @@ func TestCurlThroughProxy(t *testing.T) {
 		{"double-encoded slash", "/generic/..%252fadmin"},
 		{"dot dot and a NUL", "/generic/..%00/admin"},
 		{"dot dot and a space", "/generic/..%20/admin"},
+		{"double encoding with encoded hex digits", "/generic/%25%32%65%25%32%65/admin"},
+		{"dot dot and a vertical tab", "/generic/..%0b/admin"},
+		{"a space before dot dot", "/generic/%20../admin"},
+		{"overlong utf-8 dots", "/generic/%c0%ae%c0%ae/admin"},
+		{"fullwidth dots", "/generic/%ef%bc%8e%ef%bc%8e/admin"},
 	} {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			refused(t, "400", "--path-as-is", "http://"+plain.hostPort()+tc.path)

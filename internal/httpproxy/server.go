@@ -382,26 +382,30 @@ func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
 // backslash, as some servers take them: a pattern such as ^http://h/api/
 // must not let /api/../admin (which the target resolves to /admin) through.
 func hasDotSegment(escaped string) bool {
-	// An encoded percent sign before an encoded dot, slash or backslash is
-	// a dot segment to a server that decodes twice.
-	lower := strings.ToLower(escaped)
-	for _, enc := range []string{"%252e", "%252f", "%255c"} {
-		if strings.Contains(lower, enc) {
-			return true
+	// Decoded up to three times: a server (or a chain of them) may decode
+	// more than once ("%252e", "%25%32%65").
+	variants := []string{escaped}
+	for cur := escaped; len(variants) < 4; {
+		dec, err := url.PathUnescape(cur)
+		if err != nil || dec == cur {
+			break
 		}
+		variants = append(variants, dec)
+		cur = dec
 	}
-	dec, err := url.PathUnescape(escaped)
-	if err != nil {
-		dec = escaped
-	}
-	for _, p := range []string{escaped, dec} {
+	// Dots other stacks take for ".": overlong UTF-8 (old Tomcat, IIS) and
+	// the fullwidth full stop (after NFKC).
+	dots := strings.NewReplacer("\xc0\xae", ".", "\xe0\x80\xae", ".", "\uff0e", ".", "\uff0f", "/")
+	for _, p := range variants {
+		p = dots.Replace(p)
 		for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
 			// Java servers drop ";params" from a segment before resolving
-			// it ("..;" is ".."); some trim trailing blanks and NULs.
+			// it ("..;" is ".."), and String.trim drops blanks and control
+			// characters at both ends.
 			if i := strings.IndexByte(seg, ';'); i >= 0 {
 				seg = seg[:i]
 			}
-			seg = strings.TrimRight(seg, " \t\x00")
+			seg = strings.TrimFunc(seg, func(r rune) bool { return r <= ' ' })
 			if seg == "." || seg == ".." {
 				return true
 			}
