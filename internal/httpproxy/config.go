@@ -192,25 +192,75 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 	return cfg, restBytes, nil
 }
 
-// hostStart is what an anchored URL pattern starts with: ^ and a scheme.
-var hostStart = regexp.MustCompile(`^\^\(?(https?|https\?|http\|https|https\|http)\)?(:|\\:)(//|\\/\\/)`)
+// hostStart is what an anchored URL pattern starts with: optional flags, ^
+// and a scheme.
+var hostStart = regexp.MustCompile(`^(\(\?[a-zA-Z]+\))?\^\(?(https?|https\?|http\|https|https\|http)\)?(:|\\:)(//|\\/\\/)`)
+
+// literalHost is a host name written literally (dots escaped), or an
+// escaped IPv6 literal.
+var literalHost = regexp.MustCompile(`^(?:(?:[A-Za-z0-9-]|\\\.)+|\\\[[0-9A-Fa-f:.]+\\\])`)
+
+// portThenEnd is what may follow a literal host: a port (or an optional
+// port group) and then a path, the end, or nothing after the colon.
+var portThenEnd = regexp.MustCompile(`^(?::(?:\d+|\\d\+|\[0-9\]\+)?(?:[/$]|$)|\(:(?:\d+|\\d\+|\[0-9\]\+)\)\?[/$]|[/$]|\((?:/\|\$|\$\|/)\))`)
 
 // LoosePattern says why an authenticateURLsMatching pattern probably lets
-// a client steer the credentials to a URL nobody meant, or "": a pattern
-// must start with ^ and the scheme (unanchored, it matches anywhere, the
-// query string included: http://evil/?http://api/), and the host must be
-// followed by "/", ":" or "$" (else ^https://api\.example\.com matches
-// api.example.com.evil.example).
+// a client steer the credentials to a URL nobody meant, or "". Each
+// alternative must start with ^ and the scheme (unanchored, a pattern
+// matches anywhere, the query string included: http://evil/?http://api/),
+// name the host literally (an unescaped dot or a wildcard matches other
+// hosts), and follow it with "/", a port, or "$" (else
+// ^https://api\.example\.com matches api.example.com.evil.example).
 func LoosePattern(p string) string {
+	for _, alt := range topLevelAlternatives(p) {
+		if why := looseAlternative(alt); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+func looseAlternative(p string) string {
 	m := hostStart.FindStringIndex(p)
 	if m == nil {
 		return "it is not anchored as ^scheme://host/...: it can match anywhere in the URL, the query string included"
 	}
-	host := p[m[1]:]
-	if strings.IndexAny(host, "/:$") < 0 {
+	rest := p[m[1]:]
+	h := literalHost.FindString(rest)
+	if h == "" {
+		return "the host is not written literally (with dots escaped): it can match other hosts"
+	}
+	if !portThenEnd.MatchString(rest[len(h):]) {
 		return "the host is not followed by /, : or $: it also matches longer host names"
 	}
 	return ""
+}
+
+// topLevelAlternatives splits p at the | that are outside groups and
+// character classes.
+func topLevelAlternatives(p string) []string {
+	var out []string
+	depth, start, inClass := 0, 0, false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == '|' && depth == 0:
+			out = append(out, p[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, p[start:])
 }
 
 func parsePatterns(v *yaml.Node) ([]*regexp.Regexp, error) {

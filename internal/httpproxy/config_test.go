@@ -131,7 +131,6 @@ func TestLoosePattern(t *testing.T) {
 	}{
 		{`^https://api\.example\.com/`, false},
 		{`^http://127\.0\.0\.1:`, false},
-		{`^http://[^/]+/ws`, false},
 		{`^https?://api\.x\.com(/|$)`, false},
 		{`^https://api\.example\.com$`, false},
 		{`^(http|https)://h/`, false},
@@ -139,6 +138,15 @@ func TestLoosePattern(t *testing.T) {
 		{`^https://api\.example\.com`, true},
 		{`api\.example\.com`, true},
 		{`.*`, true},
+		{`(?i)^http://api\.example\.com/`, false},
+		{`^https://\[::1\]:8443/`, false},
+		{`^http://localhost(:[0-9]+)?/`, false},
+		{`^http://localhost(:[0-9]+)?`, true},
+		{`^http://.*\.example\.com/`, true},
+		{`^http://api.example.com/`, true},
+		{`^http://api\.example\.com|^http://other\.com/`, true},
+		{`^http://a\.com/|^http://b\.com/`, false},
+		{`^http://[^/]+/ws`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern, func(t *testing.T) {
