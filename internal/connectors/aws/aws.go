@@ -31,10 +31,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/secretless-broker/secretless-broker/internal/budget"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -98,32 +98,12 @@ func badRequest(format string, args ...any) error {
 }
 
 // MaxHashedInFlight bounds the memory all requests being hashed at once may
-// hold (a body of unknown length counts as MaxHashedBody): past it a
-// request gets 503, so that clients sending large unsigned bodies cannot
-// exhaust the broker's memory.
+// hold, counted as their bytes arrive: past it a request gets 503, so that
+// clients sending large unsigned bodies cannot exhaust the broker's memory
+// (and a client that trickles its body holds only what it sent).
 const MaxHashedInFlight = 4 * MaxHashedBody
 
-var hashing struct {
-	sync.Mutex
-	bytes int64
-}
-
-// reserveHashing takes n bytes of the in-flight budget, or reports false.
-func reserveHashing(n int64) bool {
-	hashing.Lock()
-	defer hashing.Unlock()
-	if hashing.bytes+n > MaxHashedInFlight {
-		return false
-	}
-	hashing.bytes += n
-	return true
-}
-
-func releaseHashing(n int64) {
-	hashing.Lock()
-	hashing.bytes -= n
-	hashing.Unlock()
-}
+var hashing = &budget.Budget{Limit: MaxHashedInFlight}
 
 // scope is what the client's Authorization header says about its signature.
 type scope struct {
@@ -242,22 +222,17 @@ func hashBody(r *http.Request) (string, error) {
 	if r.ContentLength > MaxHashedBody {
 		return "", badRequest("body of %d bytes is too large to hash; send x-amz-content-sha256", r.ContentLength)
 	}
-	budget := int64(MaxHashedBody)
-	if r.ContentLength > 0 {
-		budget = r.ContentLength
-	}
-	if !reserveHashing(budget) {
+	body, release, err := hashing.ReadAll(r.Body, MaxHashedBody)
+	defer release()
+	switch {
+	case errors.Is(err, budget.ErrBusy):
 		return "", &requestError{status: http.StatusServiceUnavailable,
 			msg: "aws: too many request bodies are being hashed at once; retry, or send x-amz-content-sha256"}
-	}
-	defer releaseHashing(budget)
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxHashedBody+1))
-	if err != nil {
+	case errors.Is(err, budget.ErrTooLarge):
+		return "", badRequest("body larger than %d bytes is too large to hash; send x-amz-content-sha256", MaxHashedBody)
+	case err != nil:
 		// The client's side: it stopped sending, or went away.
 		return "", badRequest("could not read the whole request body to hash it: %v", err)
-	}
-	if len(body) > MaxHashedBody {
-		return "", badRequest("body larger than %d bytes is too large to hash; send x-amz-content-sha256", MaxHashedBody)
 	}
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(body))

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/secretless-broker/secretless-broker/internal/budget"
 	"io"
 	"mime"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -28,33 +28,10 @@ const maxFormBody = 1 << 20
 // its credentials: the client gets its status (400, 413) instead of a 500.
 // Its text quotes only what the client sent.
 // maxFormInFlight bounds the memory all form bodies being signed at once
-// may hold (one of unknown length counts as maxFormBody); past it a request
-// gets 503.
+// may hold, counted as their bytes arrive; past it a request gets 503.
 const maxFormInFlight = 32 * maxFormBody
 
-var formBudget = &byteBudget{limit: maxFormInFlight}
-
-// byteBudget is a count of bytes in use, up to a limit.
-type byteBudget struct {
-	mu          sync.Mutex
-	used, limit int64
-}
-
-func (b *byteBudget) take(n int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.used+n > b.limit {
-		return false
-	}
-	b.used += n
-	return true
-}
-
-func (b *byteBudget) give(n int64) {
-	b.mu.Lock()
-	b.used -= n
-	b.mu.Unlock()
-}
+var formBudget = &budget.Budget{Limit: maxFormInFlight}
 
 type requestError struct {
 	status int
@@ -156,22 +133,17 @@ func (o *oauth1Signer) sign(r *http.Request, k oauth1Keys) error {
 		return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("query: %w", err)}
 	}
 	if isForm(r) && r.Body != nil && r.Body != http.NoBody {
-		budget := int64(maxFormBody)
-		if r.ContentLength > 0 && r.ContentLength < budget {
-			budget = r.ContentLength
-		}
-		if !formBudget.take(budget) {
+		body, release, err := formBudget.ReadAll(r.Body, maxFormBody)
+		defer release()
+		switch {
+		case errors.Is(err, budget.ErrBusy):
 			return &requestError{status: http.StatusServiceUnavailable,
 				err: errors.New("too many form bodies are being signed at once; retry")}
-		}
-		defer formBudget.give(budget)
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBody+1))
-		if err != nil {
-			return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("read form body: %w", err)}
-		}
-		if len(body) > maxFormBody {
+		case errors.Is(err, budget.ErrTooLarge):
 			return &requestError{status: http.StatusRequestEntityTooLarge,
 				err: fmt.Errorf("form body larger than %d bytes cannot be signed", maxFormBody)}
+		case err != nil:
+			return &requestError{status: http.StatusBadRequest, err: fmt.Errorf("read form body: %w", err)}
 		}
 		_ = r.Body.Close()
 		r.Body = io.NopCloser(bytes.NewReader(body))
