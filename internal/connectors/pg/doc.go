@@ -41,7 +41,10 @@
 //
 // Every other credential is sent to the server as a startup parameter (for
 // example application_name, search_path, DateStyle, options), and wins over
-// a client's parameter of the same name. A credential named "user" is
+// a client's parameter of the same name. The server applies separate
+// parameters after options, so a client's work_mem parameter beats
+// "-c work_mem=..." in an options credential: give a setting the broker
+// must impose as a credential of its own name (work_mem: 64MB). A credential named "user" is
 // refused: the role always comes from username. So is, at load time, a name
 // one or two edits away from a pg credential ("passwrod", "Password",
 // "sslmod"), which would otherwise send its value to the server as a
@@ -64,7 +67,9 @@
 // host) or, when it has no DNS name, its Common Name (without regard to
 // case; a leading "*." covers exactly one label), so that a certificate
 // made as PostgreSQL's documentation shows, with a Common Name only, is
-// accepted. TLS 1.2 is the minimum, like the server's default. Certificates
+// accepted. Any certificate in sslrootcert is a trust anchor: unlike
+// libpq (OpenSSL), an intermediate CA given alone is accepted as the root
+// of the chain. TLS 1.2 is the minimum, like the server's default. Certificates
 // signed with RSA-PSS are verified when the salt is as long as the hash
 // (openssl's -sigopt rsa_pss_saltlen:digest); Go cannot verify other salt
 // lengths, so such a chain fails to verify (require without sslrootcert
@@ -191,7 +196,9 @@
 // reach a pooled backend only when it is replaced, after maxLifetime at
 // the latest. Use serverPool only where that is acceptable. Idle sessions
 // count against the server's max_connections; the broker reports how many
-// each service holds as secretless_target_connections_idle.
+// each service holds as secretless_target_connections_idle (connections the
+// server has ended, say by a restart, are found and dropped only when one
+// is about to be handed out, or at idleTimeout).
 //
 // The reset also reseeds random() from a random value (DISCARD ALL keeps
 // the generator's state, so a setseed would decide the next client's
