@@ -279,8 +279,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	if err := broker.CheckConnectors(cfg, reg, !checkPlugins); err != nil {
+		return fail(stderr, err)
+	}
 	if !checkPlugins {
-		// Without plugins, a connector that is not built in cannot be checked.
+		// Without plugins, a connector that is not built in cannot be
+		// checked (a typo of a built-in one was an error above).
 		var unchecked []string
 		for _, s := range cfg.Services {
 			if _, ok := reg.Lookup(s.Connector); !ok {
@@ -290,9 +294,6 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		if len(unchecked) > 0 {
 			fmt.Fprintf(stderr, "note: not built in, so not checked (pass -p DIR -s FILE to check plugin connectors): %s\n", strings.Join(unchecked, ", "))
 		}
-	}
-	if err := broker.CheckConnectors(cfg, reg, !checkPlugins); err != nil {
-		return fail(stderr, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services)\n", file, len(cfg.Services))
 	return ExitOK
