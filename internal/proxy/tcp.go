@@ -92,7 +92,7 @@ func (s *TCPService) Serve() error {
 		ok, full := s.track(c, true)
 		if full {
 			s.fail(metrics.ReasonLimit)
-			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name,
+			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name, "conn", connIDs.Add(1),
 				"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
 			s.wg.Add(1)
 			go func() {
