@@ -26,6 +26,7 @@ import (
 	"github.com/secretless-broker/secretless-broker/internal/config"
 	"github.com/secretless-broker/secretless-broker/internal/logging"
 	"github.com/secretless-broker/secretless-broker/internal/plugins"
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"github.com/secretless-broker/secretless-broker/sdk"
 )
 
@@ -170,6 +171,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fs.NArg() > 0 {
+		if meant := typo.Closest(fs.Arg(0), []string{"validate", "plugins", "health", "version", "help"}, nil); meant != "" {
+			return usageErr(stderr, "unexpected argument %q; did you mean the %s command?", fs.Arg(0), meant)
+		}
 		return usageErr(stderr, "unexpected argument %q", fs.Arg(0))
 	}
 	if *grace <= 0 {
@@ -253,7 +257,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return usageErr(stderr, "validate: unexpected argument %q", fs.Arg(0))
+		return usageErr(stderr, "validate: unexpected argument %q (name the config file with -f %s)", fs.Arg(0), fs.Arg(0))
 	}
 	file, err := configFile(*cfgFile)
 	if err != nil {

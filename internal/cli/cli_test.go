@@ -43,6 +43,8 @@ func TestVersionAndHelp(t *testing.T) {
 		{"help word", []string{"help"}, ExitOK, "plugins verify", ""},
 		{"bad flag", []string{"-nope"}, ExitUsage, "", "flag provided but not defined: -nope"},
 		{"stray argument", []string{"-f", "x.yml", "extra"}, ExitUsage, "", `unexpected argument "extra"`},
+		{"mistyped command", []string{"valdate"}, ExitUsage, "", `unexpected argument "valdate"; did you mean the validate command?`},
+		{"validate with a bare file name", []string{"validate", "secretless.yml"}, ExitUsage, "", `validate: unexpected argument "secretless.yml" (name the config file with -f secretless.yml)`},
 		{"zero shutdown timeout", []string{"-shutdown-timeout", "0"}, ExitUsage, "", "-shutdown-timeout must be positive, not 0s"},
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, ExitUsage, "", "-shutdown-timeout must be positive, not -1s"},
 		{"plugins without subcommand", []string{"plugins"}, ExitUsage, "", "plugins sum DIR"},
