@@ -124,6 +124,26 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// durationFlag is a duration flag whose error says what a duration looks
+// like.
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration with a unit, such as 30s or 2m")
+	}
+	*f.d = d
+	return nil
+}
+
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "secretless-broker: %v\n", err)
 	return ExitFailure
@@ -154,7 +174,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	debug := fs.Bool("debug", false, "debug logging")
 	showVersion := fs.Bool("version", false, "print version")
 	healthAddr := fs.String("health-addr", ":5335", "health server address")
-	grace := fs.Duration("shutdown-timeout", broker.DefaultShutdownTimeout, "shutdown grace period")
+	grace := new(time.Duration)
+	*grace = broker.DefaultShutdownTimeout
+	fs.Var(durationFlag{grace}, "shutdown-timeout", "shutdown grace period")
 	watch := fs.Bool("watch", false, "reload when the config file changes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	profile := fs.String("profile", "", "serve pprof on this loopback address")

@@ -45,6 +45,7 @@ func TestVersionAndHelp(t *testing.T) {
 		{"stray argument", []string{"-f", "x.yml", "extra"}, ExitUsage, "", `unexpected argument "extra"`},
 		{"mistyped command", []string{"valdate"}, ExitUsage, "", `unexpected argument "valdate"; did you mean the validate command?`},
 		{"validate with a bare file name", []string{"validate", "secretless.yml"}, ExitUsage, "", `validate: unexpected argument "secretless.yml" (name the config file with -f secretless.yml)`},
+		{"shutdown timeout without a unit", []string{"-shutdown-timeout", "30"}, ExitUsage, "", `invalid value "30" for flag -shutdown-timeout: want a duration with a unit, such as 30s or 2m`},
 		{"zero shutdown timeout", []string{"-shutdown-timeout", "0"}, ExitUsage, "", "-shutdown-timeout must be positive, not 0s"},
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, ExitUsage, "", "-shutdown-timeout must be positive, not -1s"},
 		{"plugins without subcommand", []string{"plugins"}, ExitUsage, "", "plugins sum DIR"},
