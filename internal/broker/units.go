@@ -180,7 +180,12 @@ type httpGroup struct {
 func (g *httpGroup) members() []*service      { return g.svcs }
 func (g *httpGroup) listenOn() config.Address { return g.at }
 func (g *httpGroup) fresh() bool              { return g.srv == nil }
-func (g *httpGroup) active() int              { return 0 }
+func (g *httpGroup) active() int {
+	if g.srv == nil {
+		return 0
+	}
+	return g.srv.Active()
+}
 
 func (g *httpGroup) names() []string {
 	out := make([]string, len(g.svcs))

@@ -199,3 +199,39 @@ func TestSlowAnswerToUpload(t *testing.T) {
 		t.Fatalf("status %d, body %q, err %v", resp.StatusCode, body, err)
 	}
 }
+
+// TestActiveCountsRequests: Active counts the requests being served, for
+// the broker's reload and shutdown logs.
+func TestActiveCountsRequests(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	slow := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+	}))
+	rt, _ := routeFromYAML(t, "s", "authenticateURLsMatching: '^http://127\\.0\\.0\\.1:'\n", bearerPlugin, staticFetch(map[string]string{"token": "t0ken-x"}))
+	s, _ := startProxy(t, []Route{rt}, Options{})
+	done := make(chan error, 1)
+	go func() {
+		resp, err := proxyClient(s, nil).Get("http://" + slow.hostPort() + "/wait")
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-started
+	if n := s.Active(); n != 1 {
+		t.Errorf("Active during a request = %d, want 1", n)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Active after the request = %d", s.Active())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
@@ -121,6 +122,17 @@ type Server struct {
 	hijacked map[net.Conn]struct{}
 	hwg      sync.WaitGroup
 	closed   bool
+
+	inFlight atomic.Int64 // requests being served (tunnelled ones included)
+}
+
+// Active is how many requests the server is serving now, and upgraded or
+// tunnelled connections it holds, for the broker's logs.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	n := len(s.hijacked)
+	s.mu.Unlock()
+	return int(s.inFlight.Load()) + n
 }
 
 type route struct {
@@ -350,6 +362,8 @@ func stateOf(ctx context.Context) *reqState {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	if r.Method == http.MethodConnect {
 		s.serveConnect(w, r)
 		return
@@ -367,6 +381,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveTunneled serves requests decrypted from an intercepted CONNECT tunnel.
 func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	authority, _ := r.Context().Value(authorityKey{}).(string)
 	if r.Method == http.MethodConnect || authority == "" {
 		writeError(w, http.StatusBadRequest, "secretless: CONNECT inside a tunnel is not supported")
