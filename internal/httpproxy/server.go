@@ -341,19 +341,16 @@ type reqState struct {
 	err    error // set by rewrite; makes the round trip fail
 	start  time.Time
 	shown  string // URL for logs and messages (no query, no userinfo)
-	// secrets are copies of the request's secret credentials, kept while
-	// the exchange lasts (the request carries them anyway) to redact what
-	// comes back: response headers such as a Location that repeats an
+	// secrets are the forms of the request's secret credentials, kept
+	// while the exchange lasts (the request carries them anyway) to redact
+	// what comes back: response headers such as a Location that repeats an
 	// injected query, and transport errors that quote the target.
-	secrets [][]byte
+	secrets *redact.Forms
 	body    *idleBody // the client's body, when it has one
 }
 
 func (st *reqState) zero() {
-	for _, v := range st.secrets {
-		clear(v)
-	}
-	st.secrets = nil
+	st.secrets.Zero()
 }
 
 func stateOf(ctx context.Context) *reqState {
@@ -541,13 +538,13 @@ var framing = map[string]bool{"Content-Length": true, "Date": true, "Content-Typ
 	"Content-Encoding": true, "Connection": true, "Keep-Alive": true}
 
 // redactHeader replaces the secrets in every value of h but framing ones.
-func redactHeader(h map[string][]string, secrets [][]byte) {
+func redactHeader(h map[string][]string, secrets *redact.Forms) {
 	for k, vs := range h {
 		if framing[http.CanonicalHeaderKey(k)] {
 			continue
 		}
 		for i, v := range vs {
-			if red := redact.String(v, secrets); red != v {
+			if red := secrets.String(v); red != v {
 				vs[i] = red
 			}
 		}
@@ -559,7 +556,7 @@ func redactHeader(h map[string][]string, secrets [][]byte) {
 type trailerRedactor struct {
 	io.ReadCloser
 	res     *http.Response
-	secrets [][]byte
+	secrets *redact.Forms
 }
 
 func (t *trailerRedactor) Read(p []byte) (int, error) {
@@ -575,7 +572,7 @@ const maxRedactedBody = 64 << 10
 
 // redactSmallBody replaces res.Body, when it is at most maxRedactedBody
 // bytes, with its redacted text; a longer body passes unchanged.
-func redactSmallBody(res *http.Response, secrets [][]byte) {
+func redactSmallBody(res *http.Response, secrets *redact.Forms) {
 	if res.ContentLength > maxRedactedBody {
 		return
 	}
@@ -585,7 +582,7 @@ func redactSmallBody(res *http.Response, secrets [][]byte) {
 		return
 	}
 	_ = res.Body.Close()
-	red := redact.String(string(head), secrets)
+	red := secrets.String(string(head))
 	res.Body = io.NopCloser(strings.NewReader(red))
 	res.ContentLength = int64(len(red))
 	res.Header.Set("Content-Length", strconv.Itoa(len(red)))
@@ -689,9 +686,7 @@ func (s *Server) decorate(out *http.Request, r *route) (err error) {
 		creds = connector.CredentialValuesByID{}
 	}
 	if st := stateOf(out.Context()); st != nil && err == nil {
-		for _, v := range redact.Secrets(creds) {
-			st.secrets = append(st.secrets, bytes.Clone(v))
-		}
+		st.secrets = redact.NewForms(redact.Secrets(creds))
 	}
 	if err != nil {
 		return &proxyError{status: http.StatusBadGateway, public: "credentials for service " + r.Service + " are unavailable",
@@ -757,7 +752,7 @@ func (dispatchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if st.err != nil {
 		return nil, st.err
 	}
-	if len(st.secrets) > 0 {
+	if !st.secrets.Empty() {
 		// Informational responses (103 Early Hints ...) are passed on by
 		// the proxy's own hook, which runs after this one.
 		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
@@ -771,7 +766,7 @@ func (dispatchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (s *Server) modifyResponse(res *http.Response) error {
-	if st := stateOf(res.Request.Context()); st != nil && len(st.secrets) > 0 {
+	if st := stateOf(res.Request.Context()); st != nil && !st.secrets.Empty() {
 		redactHeader(res.Header, st.secrets)
 		// A redirect's small body usually repeats its Location.
 		if enc := res.Header.Get("Content-Encoding"); res.StatusCode >= 300 && res.StatusCode < 400 && res.Body != nil &&
@@ -822,7 +817,7 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	if st != nil {
 		// Transport errors may quote what the target sent back, which may
 		// repeat an injected credential.
-		public, logged = redact.String(public, st.secrets), redact.String(logged, st.secrets)
+		public, logged = st.secrets.String(public), st.secrets.String(logged)
 	}
 	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "error", logged)
 	writeError(w, status, "secretless: "+public)

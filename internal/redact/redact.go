@@ -9,9 +9,9 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"sort"
 	"strconv"
@@ -70,27 +70,43 @@ func urlPassword(v []byte) []byte {
 	return []byte(pw)
 }
 
-// forms lists the texts that reveal v, longest first.
-func forms(v []byte) []string {
+// formsOf lists the texts that reveal v, longest first, as byte slices
+// that Forms.Zero clears.
+func formsOf(v []byte) [][]byte {
+	out := [][]byte{bytes.Clone(v)}
+	dec := []byte{'['} // v printed with %v
+	for i, c := range v {
+		if i > 0 {
+			dec = append(dec, ' ')
+		}
+		dec = strconv.AppendUint(dec, uint64(c), 10)
+	}
+	out = append(out, append(dec, ']'))
+	lower := make([]byte, hex.EncodedLen(len(v)))
+	hex.Encode(lower, v)
+	out = append(out, lower, bytes.ToUpper(lower))
 	s := string(v)
-	out := []string{s, fmt.Sprint(v), hex.EncodeToString(v), strings.ToUpper(hex.EncodeToString(v))}
-	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+	if q := strconv.AppendQuote(nil, s); !bytes.Equal(q[1:len(q)-1], v) {
 		out = append(out, q[1:len(q)-1])
 	}
 	// As a URL carries it: in a query (space as +) or a path (as %20).
 	for _, e := range []string{url.QueryEscape(s), url.PathEscape(s)} {
 		if e != s {
-			out = append(out, e)
+			out = append(out, []byte(e))
 		}
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		out = append(out, enc.EncodeToString(v))
+		whole := make([]byte, enc.EncodedLen(len(v)))
+		enc.Encode(whole, v)
+		out = append(out, whole)
 		// Inside a longer encoded text the secret starts at one of three
 		// offsets from a 3-byte boundary; the whole groups it fills encode
 		// the same whatever surrounds them.
+		raw := enc.WithPadding(base64.NoPadding)
 		for r := 0; r < 3 && r < len(v); r++ {
 			n := (len(v) - r) / 3 * 3
-			if e := enc.WithPadding(base64.NoPadding).EncodeToString(v[r : r+n]); len(e) >= minEncoded {
+			if e := make([]byte, raw.EncodedLen(n)); len(e) >= minEncoded {
+				raw.Encode(e, v[r:r+n])
 				out = append(out, e)
 			}
 		}
@@ -99,19 +115,57 @@ func forms(v []byte) []string {
 	return out
 }
 
-// String returns s with every form of each secret replaced by Mark.
-func String(s string, secrets [][]byte) string {
+// Forms is the set of texts that reveal some secrets, computed once for
+// redacting many texts (the headers of a response, say). Zero clears it.
+type Forms struct{ f [][]byte }
+
+// NewForms computes the forms of each secret long enough to look for.
+func NewForms(secrets [][]byte) *Forms {
+	fs := &Forms{}
 	for _, v := range secrets {
-		if len(v) < connector.MinSecretLen {
-			continue
-		}
-		for _, f := range forms(v) {
-			if f != "" && strings.Contains(s, f) {
-				s = strings.ReplaceAll(s, f, Mark)
-			}
+		if len(v) >= connector.MinSecretLen {
+			fs.f = append(fs.f, formsOf(v)...)
 		}
 	}
-	return s
+	return fs
+}
+
+// Empty reports whether there is nothing to look for.
+func (fs *Forms) Empty() bool { return fs == nil || len(fs.f) == 0 }
+
+// String returns s with every form replaced by Mark.
+func (fs *Forms) String(s string) string {
+	if fs.Empty() {
+		return s
+	}
+	b, found := []byte(s), false // bytes: no copy of a form is made
+	for _, f := range fs.f {
+		if len(f) > 0 && bytes.Contains(b, f) {
+			b, found = bytes.ReplaceAll(b, f, []byte(Mark)), true
+		}
+	}
+	if !found {
+		return s
+	}
+	return string(b)
+}
+
+// Zero clears the forms.
+func (fs *Forms) Zero() {
+	if fs == nil {
+		return
+	}
+	for _, f := range fs.f {
+		clear(f)
+	}
+	fs.f = nil
+}
+
+// String returns s with every form of each secret replaced by Mark.
+func String(s string, secrets [][]byte) string {
+	fs := NewForms(secrets)
+	defer fs.Zero()
+	return fs.String(s)
 }
 
 // Error returns err with its text redacted (err itself when nothing was

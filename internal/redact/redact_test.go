@@ -117,3 +117,24 @@ func TestURLEscapedForms(t *testing.T) {
 		}
 	}
 }
+
+// TestFormsZero: a Forms computed once redacts many texts, and Zero clears
+// every form it holds (they are derived from the secret).
+func TestFormsZero(t *testing.T) {
+	fs := NewForms([][]byte{[]byte("hunter22-Secret")})
+	if got := fs.String("a hunter22-Secret b"); got != "a "+Mark+" b" {
+		t.Fatalf("String = %q", got)
+	}
+	held := fs.f
+	fs.Zero()
+	for _, f := range held {
+		for _, c := range f {
+			if c != 0 {
+				t.Fatalf("form %q not cleared", f)
+			}
+		}
+	}
+	if got := fs.String("hunter22-Secret"); got != "hunter22-Secret" {
+		t.Errorf("after Zero: %q", got)
+	}
+}
