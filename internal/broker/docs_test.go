@@ -6,6 +6,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/secretless-broker/secretless-broker/internal/config"
+	"github.com/secretless-broker/secretless-broker/internal/httpproxy"
+	"github.com/secretless-broker/secretless-broker/internal/providers"
+	"github.com/secretless-broker/secretless-broker/sdk"
 )
 
 // TestDocExamplesLoad: every complete secretless.yml example (a ```yaml
@@ -58,6 +63,17 @@ func TestDocExamplesLoad(t *testing.T) {
 				if err != nil && !onlyReaderEnvironment(err.Error()) {
 					t.Errorf("%s example %d does not load:\n%v\n---\n%s", name, i, err, y)
 				}
+				// Examples teach patterns: none may be one the broker warns
+				// about (parsed without the reader's environment).
+				if pcfg, perr := config.Parse(file, []byte(y), readerProviders{providers.Default()}); perr == nil {
+					for _, svc := range pcfg.Services {
+						if e, ok := reg.Lookup(svc.Connector); ok && e.Type == sdk.TypeHTTPConnector {
+							if pc, _, perr := httpproxy.ParseConfig(svc.Config); perr == nil && len(pc.Warnings) > 0 {
+								t.Errorf("%s example %d, service %s: %v", name, i, svc.Name, pc.Warnings)
+							}
+						}
+					}
+				}
 			})
 		}
 	}
@@ -74,3 +90,9 @@ func onlyReaderEnvironment(msg string) bool {
 	}
 	return true
 }
+
+// readerProviders are the broker's providers without their load-time
+// checks: an example's variables and files are on the reader's machine.
+type readerProviders struct{ providers.Registry }
+
+func (readerProviders) CheckID(string, string) error { return nil }

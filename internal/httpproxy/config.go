@@ -198,18 +198,25 @@ var hostStart = regexp.MustCompile(`^(\(\?[a-zA-Z]+\))?\^\(?(https?|https\?|http
 
 // literalHost is a host name written literally (dots escaped), or an
 // escaped IPv6 literal.
-var literalHost = regexp.MustCompile(`^(?:(?:[A-Za-z0-9-]|\\\.)+|\\\[[0-9A-Fa-f:.]+\\\])`)
+var literalHost = regexp.MustCompile(`^(?:(?:[A-Za-z0-9-]|\\\.)+|\\\[[0-9A-Fa-f:.]+\\\])$`)
 
-// portThenEnd is what may follow a literal host: a port (or an optional
-// port group) and then a path, the end, or nothing after the colon.
-var portThenEnd = regexp.MustCompile(`^(?::(?:\d+|\\d\+|\[0-9\]\+)?(?:[/$]|$)|\(:(?:\d+|\\d\+|\[0-9\]\+)\)\?[/$]|[/$]|\((?:/\|\$|\$\|/)\))`)
+// literalDomain: a host expression that ends with a literal domain
+// (example\.com) that starts the host or follows an escaped dot, also one
+// closing a repeated subdomain group ("([a-z]+\.)*example\.com"), so that
+// nothing can be glued to its front.
+var literalDomain = regexp.MustCompile(`(?:^|\\\.|\\\.\)[*?+])[A-Za-z0-9-]+(?:\\\.[A-Za-z0-9-]+)+$`)
+
+// portSuffix is a port written after the host: a number, any digits, an
+// optional port group, or a bare colon (any port).
+var portSuffix = regexp.MustCompile(`(?::(?:\d+|\\d\+|\[0-9\]\+)|\(:(?:\d+|\\d\+|\[0-9\]\+)\)\?|:)$`)
 
 // LoosePattern says why an authenticateURLsMatching pattern probably lets
 // a client steer the credentials to a URL nobody meant, or "". Each
 // alternative must start with ^ and the scheme (unanchored, a pattern
 // matches anywhere, the query string included: http://evil/?http://api/),
-// name the host literally (an unescaped dot or a wildcard matches other
-// hosts), and follow it with "/", a port, or "$" (else
+// name the host literally, or as a fixed domain with a subdomain pattern in
+// front (an unescaped dot or a negated class matches other hosts, and may
+// run into the path), and follow it with "/", "$" or a port (else
 // ^https://api\.example\.com matches api.example.com.evil.example).
 func LoosePattern(p string) string {
 	for _, alt := range topLevelAlternatives(p) {
@@ -225,15 +232,68 @@ func looseAlternative(p string) string {
 	if m == nil {
 		return "it is not anchored as ^scheme://host/...: it can match anywhere in the URL, the query string included"
 	}
-	rest := p[m[1]:]
-	h := literalHost.FindString(rest)
-	if h == "" {
-		return "the host is not written literally (with dots escaped): it can match other hosts"
+	host, terminated := hostPart(p[m[1]:])
+	bare := portSuffix.ReplaceAllString(host, "")
+	if !terminated && !strings.HasSuffix(host, ":") {
+		return "the host is not followed by /, $ or a port: it also matches longer host names"
 	}
-	if !portThenEnd.MatchString(rest[len(h):]) {
-		return "the host is not followed by /, : or $: it also matches longer host names"
+	if wildcardDot(bare) || strings.Contains(bare, "[^") {
+		return "the host has an unescaped dot or a negated class: it can match other hosts"
+	}
+	if !literalHost.MatchString(bare) && !literalDomain.MatchString(bare) {
+		return "the host does not end with a literal domain (with dots escaped): it can match other hosts"
 	}
 	return ""
+}
+
+// hostPart is p up to its first "/" or "$" outside groups and classes (or
+// a trailing (/|$) group), and whether there was one.
+func hostPart(p string) (string, bool) {
+	depth, inClass := 0, false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '(':
+			rest := p[i:]
+			if strings.HasPrefix(rest, "(/|$)") || strings.HasPrefix(rest, "($|/)") {
+				return p[:i], true
+			}
+			depth++
+		case c == ')':
+			depth--
+		case (c == '/' || c == '$') && depth == 0:
+			return p[:i], true
+		}
+	}
+	return p, false
+}
+
+// wildcardDot reports whether the expression has a "." that is neither
+// escaped nor inside a character class.
+func wildcardDot(p string) bool {
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '.':
+			return true
+		}
+	}
+	return false
 }
 
 // topLevelAlternatives splits p at the | that are outside groups and

@@ -147,6 +147,13 @@ func TestLoosePattern(t *testing.T) {
 		{`^http://api\.example\.com|^http://other\.com/`, true},
 		{`^http://a\.com/|^http://b\.com/`, false},
 		{`^http://[^/]+/ws`, true},
+		{`^http://jenkins\.internal/`, false},
+		{`^http://([a-z0-9-]+\.)*s3([.-][a-z0-9-]+)*\.amazonaws\.com(:[0-9]+)?/`, false},
+		{`^https?://([a-z0-9-]+\.)*amazonaws\.com(:[0-9]+)?/`, false},
+		{`^https?://[a-z]+amazonaws\.com/`, true},
+		{`^http://127\.0\.0\.1:17312/`, false},
+		{`^http://[a-z]+\.example\.com/`, false},
+		{`^http://[a-z]+/`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern, func(t *testing.T) {
