@@ -7,6 +7,7 @@
 #   DURATION=30 SCALE=10 bench/pg/run.sh
 #   ONLY="c=8" bench/pg/run.sh      # only the runs whose label contains c=8
 #   BROKER_GOMAXPROCS=1 bench/pg/run.sh
+#   ROUNDS=5 ONLY="select-only c=8" bench/pg/run.sh   # medians of 5 interleaved rounds
 #
 # Needs the PostgreSQL server binaries (PG_BIN, default
 # /usr/lib/postgresql/15/bin) and Go. Runs as root (the server then runs as
@@ -146,38 +147,60 @@ fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-# run [--pool] LABEL PGBENCH-ARGS...: one direct, one brokered and (with
-# pgbouncer, not for --pool) one pgbouncer run.
+# run [--pool] LABEL PGBENCH-ARGS...: ROUNDS interleaved rounds of one direct,
+# one brokered and (with pgbouncer, not for --pool) one pgbouncer run. It
+# prints the median tps of each, the median of the rounds' ratios (each
+# against the direct run of its own round, so that a busy neighbour slows
+# both sides of a ratio alike), the range of those ratios when ROUNDS > 1,
+# and each proxy's CPU over all rounds divided by its transactions.
+ROUNDS=${ROUNDS:-1}
 printf '\n%-24s %10s %10s %7s %9s %10s %7s %9s\n' "run" "direct" "broker" "ratio" "us/tx" "pgbouncer" "ratio" "us/tx"
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+span() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
 run() {
   local port=$BROKER_PORT
   if [[ $1 == --pool ]]; then port=$POOL_PORT; shift; fi
   local label=$1; shift
   if [[ -n ${ONLY:-} && $label != *$ONLY* ]]; then return; fi
-  local out_d out_b tps_d tps_b tx c0 c1 pgb="" pool=""
+  local pool="" r out_d out_b out_p tps_d tps_b tps_p tx c0 c1 p0 p1 line
   [[ $port == "$POOL_PORT" ]] && pool=1
-  out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
-  c0=$(cpu_ticks "$BROKER_PID")
-  out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$port" -U x "$@" bench 2>&1)
-  c1=$(cpu_ticks "$BROKER_PID")
-  tps_d=$(tps_of "$out_d")
-  tps_b=$(tps_of "$out_b")
-  tx=$(tx_of "$out_b")
-  if [[ -z $tps_d || -z $tps_b || -z $tx ]]; then
-    echo "$label: pgbench failed" >&2; echo "$out_d" >&2; echo "$out_b" >&2; exit 1
+  local -a D=() B=() P=() RB=() RP=()
+  local ticks_b=0 tx_b=0 ticks_p=0 tx_p=0
+  for ((r = 1; r <= ROUNDS; r++)); do
+    out_d=$(PGPASSWORD=$PW "$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGPORT_DIRECT" -U bench "$@" bench 2>&1)
+    c0=$(cpu_ticks "$BROKER_PID")
+    out_b=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$port" -U x "$@" bench 2>&1)
+    c1=$(cpu_ticks "$BROKER_PID")
+    tps_d=$(tps_of "$out_d")
+    tps_b=$(tps_of "$out_b")
+    tx=$(tx_of "$out_b")
+    if [[ -z $tps_d || -z $tps_b || -z $tx ]]; then
+      echo "$label: pgbench failed" >&2; echo "$out_d" >&2; echo "$out_b" >&2; exit 1
+    fi
+    D+=("$tps_d"); B+=("$tps_b"); RB+=("$(awk -v b="$tps_b" -v d="$tps_d" 'BEGIN { print b / d }')")
+    ticks_b=$((ticks_b + c1 - c0)); tx_b=$((tx_b + tx))
+    if [[ -n $PGB_PID && -z $pool ]]; then
+      p0=$(cpu_ticks "$PGB_PID")
+      out_p=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGB_PORT" -U x "$@" bench 2>&1)
+      p1=$(cpu_ticks "$PGB_PID")
+      tps_p=$(tps_of "$out_p")
+      [[ -n $tps_p ]] || { echo "$label: pgbench through pgbouncer failed" >&2; echo "$out_p" >&2; exit 1; }
+      P+=("$tps_p"); RP+=("$(awk -v p="$tps_p" -v d="$tps_d" 'BEGIN { print p / d }')")
+      ticks_p=$((ticks_p + p1 - p0)); tx_p=$((tx_p + $(tx_of "$out_p")))
+    fi
+  done
+  line=$(awk -v l="$label" -v d="$(median "${D[@]}")" -v b="$(median "${B[@]}")" -v r="$(median "${RB[@]}")" \
+    -v c="$ticks_b" -v t="$tx_b" -v k="$TICK" \
+    'BEGIN { printf "%-24s %10.0f %10.0f %6.2fx %9.1f", l, d, b, r, c / k * 1e6 / t }')
+  if ((${#P[@]})); then
+    line+=$(awk -v p="$(median "${P[@]}")" -v r="$(median "${RP[@]}")" -v c="$ticks_p" -v t="$tx_p" -v k="$TICK" \
+      'BEGIN { printf " %10.0f %6.2fx %9.1f", p, r, c / k * 1e6 / t }')
   fi
-  if [[ -n $PGB_PID && -z $pool ]]; then
-    local p0 p1 out_p
-    p0=$(cpu_ticks "$PGB_PID")
-    out_p=$("$PG_BIN/pgbench" -n -T "$DURATION" -j "$JOBS" -h 127.0.0.1 -p "$PGB_PORT" -U x "$@" bench 2>&1)
-    p1=$(cpu_ticks "$PGB_PID")
-    [[ -n $(tps_of "$out_p") ]] || { echo "$label: pgbench through pgbouncer failed" >&2; echo "$out_p" >&2; exit 1; }
-    pgb="$(tps_of "$out_p") $((p1 - p0)) $(tx_of "$out_p")"
+  if ((ROUNDS > 1)); then
+    line+="   broker $(span "${RB[@]}")"
+    if ((${#RP[@]})); then line+=", pgbouncer $(span "${RP[@]}")"; fi
   fi
-  awk -v l="$label" -v d="$tps_d" -v b="$tps_b" -v c=$((c1 - c0)) -v t="$tx" -v k="$TICK" -v p="$pgb" \
-    'BEGIN { printf "%-24s %10.0f %10.0f %6.2fx %9.1f", l, d, b, b / d, c / k * 1e6 / t
-             if (split(p, q, " ") == 3) printf " %10.0f %6.2fx %9.1f", q[1], q[1] / d, q[2] / k * 1e6 / q[3]
-             printf "\n" }'
+  echo "$line"
 }
 tps_of() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$1" | head -1; }
 tx_of() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$1"; }
@@ -206,5 +229,6 @@ echo "(trust ceiling: direct -C as a role that logs in with trust, no key deriva
 echo " a proxy without serverPool cannot exceed it;"
 echo " serverPool: the service reuses server connections, see internal/connectors/pg/doc.go;"
 echo " tps excludes initial connection time except with -C; us/tx is the proxy process's user+system"
-echo " CPU divided by its run's transactions; ratios are against the direct run just before;"
-echo " DURATION=$DURATION s, scale $SCALE, -j $JOBS)"
+echo " CPU divided by its transactions; a ratio is against the direct run of the same round, and"
+echo " with ROUNDS > 1 tps and ratios are medians over the rounds;"
+echo " DURATION=$DURATION s, ROUNDS=$ROUNDS, scale $SCALE, -j $JOBS)"
