@@ -246,80 +246,75 @@ func looseAlternative(p string) string {
 	return ""
 }
 
+// scanPattern calls fn with the index, byte and group depth of each byte of
+// the regular expression p that is neither escaped nor inside a character
+// class (the "[" that opens one included), until fn returns false. A "("
+// or ")" is seen at the depth outside it.
+func scanPattern(p string, fn func(i int, c byte, depth int) bool) {
+	depth, inClass := 0, false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\':
+			i++
+			continue
+		case inClass:
+			inClass = c != ']'
+			continue
+		}
+		if !fn(i, c, depth) {
+			return
+		}
+		switch c {
+		case '[':
+			inClass = true
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+	}
+}
+
 // hostPart is p up to its first "/" or "$" outside groups and classes (or
 // a trailing (/|$) group), and whether there was one.
 func hostPart(p string) (string, bool) {
-	depth, inClass := 0, false
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c == '\\':
-			i++
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
-		case c == '[':
-			inClass = true
-		case c == '(':
-			rest := p[i:]
-			if strings.HasPrefix(rest, "(/|$)") || strings.HasPrefix(rest, "($|/)") {
-				return p[:i], true
-			}
-			depth++
-		case c == ')':
-			depth--
-		case (c == '/' || c == '$') && depth == 0:
-			return p[:i], true
+	end, found := len(p), false
+	scanPattern(p, func(i int, c byte, depth int) bool {
+		rest := p[i:]
+		if (c == '(' && (strings.HasPrefix(rest, "(/|$)") || strings.HasPrefix(rest, "($|/)"))) ||
+			((c == '/' || c == '$') && depth == 0) {
+			end, found = i, true
+			return false
 		}
-	}
-	return p, false
+		return true
+	})
+	return p[:end], found
 }
 
 // wildcardDot reports whether the expression has a "." that is neither
 // escaped nor inside a character class.
 func wildcardDot(p string) bool {
-	inClass := false
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c == '\\':
-			i++
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
-		case c == '[':
-			inClass = true
-		case c == '.':
-			return true
-		}
-	}
-	return false
+	found := false
+	scanPattern(p, func(_ int, c byte, _ int) bool {
+		found = c == '.'
+		return !found
+	})
+	return found
 }
 
 // topLevelAlternatives splits p at the | that are outside groups and
 // character classes.
 func topLevelAlternatives(p string) []string {
 	var out []string
-	depth, start, inClass := 0, 0, false
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c == '\\':
-			i++
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
-		case c == '[':
-			inClass = true
-		case c == '(':
-			depth++
-		case c == ')':
-			depth--
-		case c == '|' && depth == 0:
+	start := 0
+	scanPattern(p, func(i int, c byte, depth int) bool {
+		if c == '|' && depth == 0 {
 			out = append(out, p[start:i])
 			start = i + 1
 		}
-	}
+		return true
+	})
 	return append(out, p[start:])
 }
 

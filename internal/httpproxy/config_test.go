@@ -154,6 +154,8 @@ func TestLoosePattern(t *testing.T) {
 		{`^http://127\.0\.0\.1:17312/`, false},
 		{`^http://[a-z]+\.example\.com/`, false},
 		{`^http://[a-z]+/`, true},
+		{`^http://api[-.]?\.example\.com/`, false},
+		{`^http://(api|[a|b]x)\.example\.com/`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern, func(t *testing.T) {
