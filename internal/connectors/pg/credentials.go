@@ -312,33 +312,70 @@ func verifyFull(roots *x509.CertPool, name string) func(tls.ConnectionState) err
 	}
 }
 
-// verifyName checks that cert is for host as libpq does: its subject
-// alternative names (DNS names; IP addresses when host is one) or, when it
-// has no DNS name, its Common Name, compared without regard to case, where
-// a leading "*." matches exactly one label ("*.example.com" matches
-// "db.example.com", neither "example.com" nor "a.db.example.com").
+// verifyName checks that cert is for host as libpq does. host is an IP
+// address when it parses as one, else a DNS name. Each DNS name among the
+// subject alternative names is compared with host as text, without regard to
+// case, where a leading "*." matches exactly one label ("*.example.com"
+// matches "db.example.com", neither "example.com" nor "a.db.example.com");
+// each IP address among them is compared with host when host is an address
+// of the same family. Only when the certificate has no alternative name of
+// host's own kind (no IP address for an address, no DNS name for a name) is
+// its Common Name compared, as a DNS name is.
 func verifyName(cert *x509.Certificate, host string) error {
-	err := cert.VerifyHostname(host)
-	if err == nil || len(cert.DNSNames) > 0 {
-		return err
+	hostIP := parseHostIP(host)
+	for _, d := range cert.DNSNames {
+		if namesMatch(d, host) {
+			return nil
+		}
+	}
+	for _, ip := range cert.IPAddresses {
+		if hostIP != nil && len(ip) == len(hostIP) && ip.Equal(hostIP) {
+			return nil
+		}
+	}
+	kind, own := "DNS names", len(cert.DNSNames) > 0
+	if hostIP != nil {
+		kind, own = "IP addresses", len(cert.IPAddresses) > 0
 	}
 	cn := cert.Subject.CommonName
-	if cn == "" {
-		return err
+	if !own && cn != "" {
+		if namesMatch(cn, host) {
+			return nil
+		}
+		return nameError{fmt.Sprintf("x509: certificate is for %q (its Common Name; it has no %s), not %s", cn, kind, host)}
 	}
-	if commonNameMatches(cn, host) {
-		return nil
+	var names []string
+	names = append(names, cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
 	}
-	return nameError{fmt.Sprintf("x509: certificate is for %q (its Common Name; it has no DNS names), not %s", cn, host)}
+	if len(names) == 0 {
+		return nameError{"x509: certificate names no host, not " + host}
+	}
+	return nameError{fmt.Sprintf("x509: certificate is valid for %s, not %s", strings.Join(names, ", "), host)}
 }
 
-// nameError is verifyName's own refusal (crypto/tls's are
-// x509.HostnameError).
+// parseHostIP is host as an IP address, 4 bytes for IPv4 and 16 for IPv6
+// (the lengths of a certificate's addresses), or nil when it is a name.
+func parseHostIP(host string) net.IP {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil
+	}
+	if !strings.Contains(host, ":") {
+		return ip.To4()
+	}
+	return ip.To16()
+}
+
+// nameError is verifyName's refusal.
 type nameError struct{ msg string }
 
 func (e nameError) Error() string { return e.msg }
 
-func commonNameMatches(cn, host string) bool {
+// namesMatch compares a certificate's name with host: equal without regard
+// to case, or a "*." wildcard covering host's first label.
+func namesMatch(cn, host string) bool {
 	if strings.IndexByte(cn, 0) >= 0 {
 		return false // a NUL would hide the rest of the name
 	}

@@ -63,9 +63,11 @@
 // sslrootcert is given (as libpq does when a root certificate file exists).
 // verify-ca verifies the chain (against the system roots when sslrootcert is
 // not given); verify-full also checks that the certificate names sslhost, or
-// host, as libpq checks it: against its DNS names (IP addresses for an IP
-// host) or, when it has no DNS name, its Common Name (without regard to
-// case; a leading "*." covers exactly one label), so that a certificate
+// host, as libpq checks it: against its DNS names (as text, without regard
+// to case; a leading "*." covers exactly one label) and, for an IP host, its
+// IP addresses; its Common Name counts only when it has no alternative name
+// of the host's kind (no DNS name for a name, no IP address for an IP), so
+// that a certificate
 // made as PostgreSQL's documentation shows, with a Common Name only, is
 // accepted. Any certificate in sslrootcert is a trust anchor: unlike
 // libpq (OpenSSL), an intermediate CA given alone is accepted as the root

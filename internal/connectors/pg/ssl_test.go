@@ -177,7 +177,15 @@ func TestVerifyFullNames(t *testing.T) {
 		{name: "dns name", cn: "ignored.test", dns: []string{"localhost"}, host: "localhost"},
 		{name: "ip address", ips: loopback, host: "127.0.0.1"},
 		{name: "common name holding the ip address", cn: "127.0.0.1", host: "127.0.0.1"},
-		{name: "ip host, neither names it", cn: "localhost", host: "127.0.0.1", wantText: `certificate is for "localhost"`},
+		{name: "ip host, neither names it", cn: "localhost", host: "127.0.0.1",
+			wantText: `certificate is for "localhost" (its Common Name; it has no IP addresses), not 127.0.0.1`},
+		{name: "ip host, ip addresses override the common name", cn: "127.0.0.1", ips: []net.IP{net.ParseIP("10.9.9.9")},
+			host: "127.0.0.1", wantText: "valid for 10.9.9.9, not 127.0.0.1"},
+		{name: "ip host, dns names do not hide the common name", cn: "127.0.0.1", dns: []string{"foo.example"}, host: "127.0.0.1"},
+		{name: "ip host named by a dns name", dns: []string{"127.0.0.1"}, host: "127.0.0.1"},
+		{name: "dns host, ip addresses do not hide the common name", cn: "localhost", ips: loopback, host: "localhost"},
+		{name: "dns host, an ip address does not name it", ips: loopback, host: "localhost",
+			wantText: "valid for 127.0.0.1, not localhost"},
 		{name: "no name at all", host: "localhost", wantText: "localhost"},
 	}
 	for _, tc := range tests {
