@@ -128,7 +128,13 @@ func BuiltinIDs() []string {
 // cannot serve it, every config block its connector rejects, and listen
 // addresses that collide. With allowUnknown, connectors that are not
 // registered are skipped (validate without -p cannot know plugin ids).
-func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bool) error {
+// Credentials are checked with the values provs can tell at load time
+// (providers.Peeker: literal, env and file); provs nil means
+// providers.Default().
+func CheckConnectors(cfg *config.Config, reg *registry.Registry, provs providers.Registry, allowUnknown bool) error {
+	if provs == nil {
+		provs = providers.Default()
+	}
 	problems := config.CheckAddresses(cfg, func(id string) bool {
 		e, ok := reg.Lookup(id)
 		return ok && e.Type == sdk.TypeHTTPConnector
@@ -172,7 +178,7 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, allowUnknown bo
 			problems = append(problems, connectorConfigProblems(cfg, s, err)...)
 			continue // credential checks read the config block too
 		}
-		if err := validateCredentials(e, s, block); err != nil {
+		if err := validateCredentials(e, s, block, provs); err != nil {
 			problems = append(problems, credentialProblems(cfg, s, err)...)
 		}
 	}
@@ -195,8 +201,9 @@ func validateConfig(e registry.Entry, block []byte) (err error) {
 }
 
 // validateCredentials lets a connector that implements
-// connector.CredentialsValidator check the credentials a service declares.
-func validateCredentials(e registry.Entry, s config.Service, block []byte) (err error) {
+// connector.CredentialsValidator check the credentials a service declares,
+// with the values provs can tell at load time.
+func validateCredentials(e registry.Entry, s config.Service, block []byte, provs providers.Registry) error {
 	cv, ok := e.Plugin().(connector.CredentialsValidator)
 	if !ok {
 		return nil
@@ -205,17 +212,21 @@ func validateCredentials(e registry.Entry, s config.Service, block []byte) (err 
 	literal := connector.CredentialValuesByID{}
 	for _, c := range s.Credentials {
 		names = append(names, c.Name)
-		if c.From == "literal" {
-			literal[c.Name] = []byte(c.Get)
+		if v, ok := provs.LoadValue(c); ok {
+			literal[c.Name] = v
 		}
 	}
 	defer literal.Zero()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("connector panicked while validating credentials: %v", r)
-		}
-	}()
-	return proxy.Redact(cv.ValidateCredentials(block, names, literal), literal)
+	check := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("connector panicked while validating credentials: %v", r)
+			}
+		}()
+		return cv.ValidateCredentials(block, names, literal)
+	}
+	// The panic's text is redacted too: it may quote a value.
+	return proxy.Redact(check(), literal)
 }
 
 // Prepare loads config and plugins and builds every connector. It opens no
@@ -251,7 +262,7 @@ func Prepare(opts Options) (*Broker, error) {
 	if b.reg, err = NewRegistry(loaded, opts.Extra...); err != nil {
 		return nil, err
 	}
-	if err := CheckConnectors(cfg, b.reg, false); err != nil {
+	if err := CheckConnectors(cfg, b.reg, b.opts.Providers, false); err != nil {
 		return nil, err
 	}
 	if b.services, err = b.buildServices(cfg, nil); err != nil {
@@ -495,7 +506,7 @@ func (b *Broker) Reload() error {
 	}
 	cfg, err := LoadConfig(b.opts.ConfigFile, b.opts.Providers)
 	if err == nil {
-		err = CheckConnectors(cfg, b.reg, false)
+		err = CheckConnectors(cfg, b.reg, b.opts.Providers, false)
 	}
 	var next []*service
 	var units []unit

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -438,4 +439,46 @@ func TestReloadRefusedWhenAddressTaken(t *testing.T) {
 		t.Error("the refused reload's new service listens")
 	}
 	waitReady(t, r.b, 200)
+}
+
+// panicValidator's ValidateCredentials panics with the value of its "pin"
+// credential in the panic's text, as strconv.Atoi's error would.
+type panicValidator struct{ tcp.Plugin }
+
+func (panicValidator) ValidateCredentials(_ []byte, _ []string, v connector.CredentialValuesByID) error {
+	panic(fmt.Sprintf("parsing %q: invalid syntax", v["pin"]))
+}
+
+// TestValidatePanicRedacted: a connector that panics while validating
+// credentials has its panic reported at load time without the values it
+// quotes, whether they are written in the file or come from env or file.
+func TestValidatePanicRedacted(t *testing.T) {
+	const secret = "TopSecretHunter2"
+	t.Setenv("PIN", secret)
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	entry := registry.Entry{ID: "panicval", Type: sdk.TypeTCPConnector, Source: "test", TCP: panicValidator{echoEntry.TCP}}
+	tests := []struct{ name, pin string }{
+		{"literal", secret},
+		{"env", "{from: env, get: PIN}"},
+		{"file", "{from: file, get: " + pinFile + "}"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "s.yml")
+			cfg := "version: 2\nservices:\n  svc:\n    connector: panicval\n    listenOn: tcp://" + freeAddr(t) + "\n    credentials:\n      pin: " + tc.pin + "\n"
+			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Prepare(Options{ConfigFile: file, PluginDir: t.TempDir(), Extra: []registry.Entry{entry}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err == nil || !strings.Contains(err.Error(), "connector panicked while validating credentials") {
+				t.Fatalf("err = %v, want the panic reported", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("the panic's text shows the secret: %v", err)
+			}
+		})
+	}
 }

@@ -55,7 +55,7 @@ func TestDocExamplesLoad(t *testing.T) {
 				}
 				cfg, err := LoadConfig(file, nil)
 				if err == nil {
-					err = CheckConnectors(cfg, reg, true)
+					err = CheckConnectors(cfg, reg, nil, true)
 				}
 				// Examples may name files and environment variables on the
 				// reader's machine (certificates, passwords); their absence

@@ -305,7 +305,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	if err := broker.CheckConnectors(cfg, reg, !checkPlugins); err != nil {
+	if err := broker.CheckConnectors(cfg, reg, nil, !checkPlugins); err != nil {
 		return fail(stderr, err)
 	}
 	if !checkPlugins {

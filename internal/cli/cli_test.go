@@ -2,6 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -69,6 +76,18 @@ func TestValidate(t *testing.T) {
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
 	emptyDir := t.TempDir()
 	sums := writeFile(t, "sums.txt", "")
+	// Values from env and file providers are checked at load as literal
+	// ones are, not at the first connection.
+	t.Setenv("BADMODE", "bogus")
+	t.Setenv("BADPORT", "54x32")
+	t.Setenv("SECRETKEY", "not-a-pem-key-s3cr3t")
+	const pgHead = "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n"
+	envMode := writeFile(t, "envmode.yml", pgHead+"      sslmode: {from: env, get: BADMODE}\n")
+	envPort := writeFile(t, "envport.yml", pgHead+"      port: {from: env, get: BADPORT}\n")
+	rootFile := writeFile(t, "root.txt", "no certificate here\n")
+	fileRoot := writeFile(t, "fileroot.yml", pgHead+"      sslmode: verify-ca\n      sslrootcert: {from: file, get: "+rootFile+"}\n")
+	certFile := writeFile(t, "client.crt", selfSignedPEM(t))
+	envKey := writeFile(t, "envkey.yml", pgHead+"      sslcert: "+certFile+"\n      sslkey: {from: env, get: SECRETKEY}\n")
 	tests := []struct {
 		name    string
 		args    []string
@@ -81,6 +100,10 @@ func TestValidate(t *testing.T) {
 		{"missing file", []string{"validate", "-f", filepath.Join(emptyDir, "none.yml")}, ExitFailure, "", "none.yml: no such file"},
 		{"plugin connector unchecked without -p", []string{"validate", "-f", plugin}, ExitOK, "ok", "not built in, so not checked"},
 		{"plugin connector missing with -p", []string{"validate", "-f", plugin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `plugin.yml:4: services.r.connector: unknown connector "redis"`},
+		{"sslmode from env", []string{"validate", "-f", envMode}, ExitFailure, "", "envmode.yml:9: services.db.credentials.sslmode: rejected by connector \"pg\": must be one of"},
+		{"port from env", []string{"validate", "-f", envPort}, ExitFailure, "", "envport.yml:9: services.db.credentials.port:"},
+		{"root certificate from file", []string{"validate", "-f", fileRoot}, ExitFailure, "", "fileroot.yml:10: services.db.credentials.sslrootcert:"},
+		{"key from env", []string{"validate", "-f", envKey}, ExitFailure, "", "envkey.yml:10: services.db.credentials.sslkey:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,8 +111,26 @@ func TestValidate(t *testing.T) {
 			if code != tt.code || !strings.Contains(out, tt.wantOut) || !strings.Contains(errs, tt.wantErr) {
 				t.Fatalf("code %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, out, errs)
 			}
+			if strings.Contains(out+errs, "s3cr3t") {
+				t.Errorf("a secret value from the environment was printed:\n%s%s", out, errs)
+			}
 		})
 	}
+}
+
+// selfSignedPEM is a certificate in PEM, for a credential that must hold one.
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "app"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 func TestStartupFailures(t *testing.T) {

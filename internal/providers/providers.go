@@ -62,6 +62,30 @@ type Checker interface {
 	Check(id string) error
 }
 
+// Peeker is an optional interface of a Provider whose values can be read at
+// load time without side effects (a local source, such as the environment or
+// a file): the broker reads them then only so that connectors can check
+// them as they check values written in the file, and zeroes them after.
+// Connections still fetch the value anew.
+type Peeker interface {
+	Peek(id string) ([]byte, error)
+}
+
+// LoadValue is c's value as it is at load time when its provider is a
+// Peeker, for load-time checks only; false when the provider cannot tell it
+// then (or fails, which its Checker reports). The caller zeroes the value.
+func (r Registry) LoadValue(c config.Credential) ([]byte, bool) {
+	p, ok := r[c.From].(Peeker)
+	if !ok {
+		return nil, false
+	}
+	v, err := p.Peek(c.Get)
+	if err != nil {
+		return nil, false
+	}
+	return v, true
+}
+
 // CheckID implements config.IDChecker with the provider's Checker, if any.
 func (r Registry) CheckID(provider, id string) error {
 	if ch, ok := r[provider].(Checker); ok {
@@ -114,6 +138,9 @@ func (Literal) NeedsID() bool { return true }
 // Get implements Provider.
 func (Literal) Get(_ context.Context, id string) ([]byte, error) { return []byte(id), nil }
 
+// Peek implements Peeker.
+func (l Literal) Peek(id string) ([]byte, error) { return l.Get(context.Background(), id) }
+
 // ErrEnvNotSet is returned when an env credential's variable is not set.
 var ErrEnvNotSet = errors.New("environment variable is not set")
 
@@ -135,6 +162,9 @@ func (Env) Get(_ context.Context, id string) ([]byte, error) {
 	}
 	return []byte(v), nil
 }
+
+// Peek implements Peeker.
+func (e Env) Peek(id string) ([]byte, error) { return e.Get(context.Background(), id) }
 
 // Check implements Checker: the variable must be set. The process
 // environment does not change from outside, so a variable missing at load
@@ -197,6 +227,9 @@ func (File) Get(ctx context.Context, id string) ([]byte, error) {
 	return b, nil
 }
 
+// Peek implements Peeker.
+func (f File) Peek(id string) ([]byte, error) { return f.Get(context.Background(), id) }
+
 // Check implements Checker: the file must exist, be a regular file no
 // larger than MaxFileSize, and be readable by the broker (it is opened and
 // closed, not read). It is still read anew for every connection.
@@ -234,4 +267,7 @@ var (
 	_ config.IDChecker    = Registry(nil)
 	_ Checker             = Env{}
 	_ Checker             = File{}
+	_ Peeker              = Literal{}
+	_ Peeker              = Env{}
+	_ Peeker              = File{}
 )

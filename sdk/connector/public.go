@@ -1,14 +1,15 @@
 package connector
 
-// PublicCredentialNames names the credentials whose values are addresses or
-// settings rather than secrets. The broker does not redact them from logged
+// PublicCredentialNames names the credentials whose values are addresses,
+// settings or public certificates (a CA's, a client's: the server sees it)
+// rather than secrets. The broker does not redact them from logged
 // errors (they help the reader), except the password of a value that is a
 // URL with one, and sdk/connectortest does not report them when they appear
 // in errors, logs or client bytes. Every other credential is treated as a
 // secret.
 var PublicCredentialNames = []string{
 	"host", "port", "username", "user", "database", "dbname",
-	"sslmode", "sslhost", "address", "url", "endpoint", "region",
+	"sslmode", "sslhost", "sslrootcert", "sslcert", "address", "url", "endpoint", "region",
 }
 
 // MinSecretLen is the shortest credential value the broker and the test kit

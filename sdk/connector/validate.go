@@ -8,10 +8,12 @@ package connector
 //
 // config is the service's config block (as given to NewConnector), so that
 // a connector can check references from its config to credentials. names
-// lists every credential the service declares. literal holds the
-// values written in the config file itself (bare scalars); credentials that a
-// provider fetches per connection are absent from literal, since their value
-// is not known yet. The error text is shown to the operator with the
+// lists every credential the service declares. literal holds the values
+// known at load time: those written in the config file itself (bare
+// scalars) and those a local provider tells then (env and file, as they are
+// at load; connections still fetch them anew). Credentials whose value is
+// not known yet (a remote provider's, or a variable or file that cannot be
+// read, which the broker reports itself) are absent from literal. The error text is shown to the operator with the
 // service's name; it must not contain credential values. Each line of it is
 // one problem, and a line of the form "credential NAME: message" is shown
 // at that credential's line in the file.

@@ -337,17 +337,21 @@ func verifyName(cert *x509.Certificate, host string) error {
 	if hostIP != nil {
 		kind, own = "IP addresses", len(cert.IPAddresses) > 0
 	}
+	var names []string
+	names = append(names, cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
+	}
 	cn := cert.Subject.CommonName
 	if !own && cn != "" {
 		if namesMatch(cn, host) {
 			return nil
 		}
-		return nameError{fmt.Sprintf("x509: certificate is for %q (its Common Name; it has no %s), not %s", cn, kind, host)}
-	}
-	var names []string
-	names = append(names, cert.DNSNames...)
-	for _, ip := range cert.IPAddresses {
-		names = append(names, ip.String())
+		also := ""
+		if len(names) > 0 {
+			also = " and for " + strings.Join(names, ", ")
+		}
+		return nameError{fmt.Sprintf("x509: certificate is for %q (its Common Name; it has no %s)%s, not %s", cn, kind, also, host)}
 	}
 	if len(names) == 0 {
 		return nameError{"x509: certificate names no host, not " + host}

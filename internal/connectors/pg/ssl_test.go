@@ -54,7 +54,7 @@ func TestSSLModeMatrix(t *testing.T) {
 		{name: "verify-ca system roots", sslmode: "verify-ca", wantCode: codeUnableToConnect, wantText: "unknown authority"},
 		{name: "verify-full", sslmode: "verify-full", creds: map[string]string{"host": "localhost", "sslrootcert": ca}, wantTLS: true},
 		{name: "verify-full wrong host fails clearly", sslmode: "verify-full", creds: map[string]string{"sslrootcert": ca},
-			wantCode: codeUnableToConnect, wantText: "cannot validate certificate for 127.0.0.1"},
+			wantCode: codeUnableToConnect, wantText: "(its Common Name; it has no IP addresses) and for localhost, not 127.0.0.1"},
 		{name: "verify-full sslhost overrides the name", sslmode: "verify-full",
 			creds: map[string]string{"sslrootcert": srv.pki.caFile, "sslhost": "localhost"}, wantTLS: true},
 		{name: "verify-full wrong sslhost", sslmode: "verify-full",

@@ -16,8 +16,8 @@ var placeholder = map[string][]byte{
 
 // ValidateCredentials implements connector.CredentialsValidator: the checks
 // parseCredentials makes on every connection, made once at load time on
-// what the config file shows (required names, literal values such as
-// sslmode and port, and, when the TLS files are literal, the files).
+// the values known then (written in the file, or from env and file
+// providers): required names, sslmode, port, host and the TLS files.
 func (plugin) ValidateCredentials(_ []byte, names []string, literal connector.CredentialValuesByID) error {
 	creds := connector.CredentialValuesByID{}
 	for _, n := range names {
