@@ -10,13 +10,10 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -247,7 +244,7 @@ func Prepare(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.cfg = cfg
-	b.pluginState = pluginFingerprint(opts.PluginDir, opts.ChecksumFile)
+	b.pluginState = plugins.Fingerprint(opts.PluginDir, opts.ChecksumFile)
 	reserved := BuiltinIDs()
 	for _, e := range opts.Extra {
 		reserved = append(reserved, e.ID)
@@ -501,7 +498,7 @@ func (b *Broker) Reload() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	log := b.log.With("config", b.opts.ConfigFile)
-	if now := pluginFingerprint(b.opts.PluginDir, b.opts.ChecksumFile); now != b.pluginState {
+	if now := plugins.Fingerprint(b.opts.PluginDir, b.opts.ChecksumFile); now != b.pluginState {
 		log.Warn("plugin directory or checksum file changed since start; plugins cannot be reloaded in a running process, restart the broker to load them (still running the plugins loaded at start)")
 	}
 	cfg, err := LoadConfig(b.opts.ConfigFile, b.opts.Providers)
@@ -624,25 +621,6 @@ func closeNewConnectors(next []*service, running map[string]*service, log *slog.
 			}
 		}
 	}
-}
-
-// pluginFingerprint summarises the plugin directory listing (names, sizes,
-// modification times) and the checksum file's contents.
-func pluginFingerprint(dir, sumFile string) string {
-	h := sha256.New()
-	if entries, err := os.ReadDir(dir); err == nil {
-		for _, e := range entries {
-			if info, err := e.Info(); err == nil {
-				fmt.Fprintf(h, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
-			}
-		}
-	}
-	if sumFile != "" {
-		if data, err := os.ReadFile(sumFile); err == nil {
-			h.Write(data)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Run is Prepare, Start and Serve.

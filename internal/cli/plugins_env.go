@@ -661,7 +661,7 @@ func explainSources(b *pluginEnv, pluginDirs map[string]string, pluginModule fun
 
 // checkFile says whether one built plugin would load, and why not.
 func checkFile(b *pluginEnv, name string) (problems []string, verdict string) {
-	data, err := os.ReadFile(name)
+	data, err := plugins.ReadFile(name, plugins.MaxPluginSize)
 	if err != nil {
 		return []string{err.Error()}, ""
 	}
@@ -935,7 +935,7 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 		if err := cmd.Run(); err != nil {
 			return fail(stderr, fmt.Errorf("building %s failed: %v", j.pkgDir, err))
 		}
-		data, err := os.ReadFile(out)
+		data, err := plugins.ReadFile(out, plugins.MaxPluginSize)
 		if err != nil {
 			return fail(stderr, err)
 		}
@@ -992,7 +992,7 @@ func pluginsBuild(args []string, stdout, stderr io.Writer) int {
 // are dropped, with a note.
 func mergeChecksums(dir, sumFile string, built map[string]string) (string, []string, error) {
 	listed := map[string]string{}
-	data, err := os.ReadFile(sumFile)
+	data, err := plugins.ReadFile(sumFile, plugins.MaxChecksumFileSize)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -1027,7 +1027,7 @@ func mergeChecksums(dir, sumFile string, built map[string]string) (string, []str
 		if !de.Type().IsRegular() || !strings.HasSuffix(name, ".so") || len(name) <= len(".so") {
 			return "", nil, fmt.Errorf("plugin directory %s holds %q, which is not a plugin file; the broker refuses to start with it there: remove it", dir, name)
 		}
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := plugins.ReadFile(filepath.Join(dir, name), plugins.MaxPluginSize)
 		if err != nil {
 			return "", nil, err
 		}

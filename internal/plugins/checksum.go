@@ -231,7 +231,7 @@ const maxChecksumFile = 1 << 20
 // readChecksumFile reads and parses the checksum file at path: a regular
 // file of at most maxChecksumFile bytes.
 func readChecksumFile(path string) ([]Entry, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonBlock, 0)
 	if err != nil {
 		return nil, errorf(ErrChecksumFile, "checksum file %q: %w", path, err)
 	}
