@@ -138,18 +138,16 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, provs providers
 	})
 	for _, s := range cfg.Services {
 		e, ok := reg.Lookup(s.Connector)
-		if !ok {
-			// A typo of a known id is an error even where plugin ids are
-			// not known (validate without -p).
-			if meant := typo.Closest(s.Connector, reg.IDs(), connectorAliases); meant != "" {
-				problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q; did you mean %q?", s.Connector, meant))
-				continue
-			}
-		}
 		if !ok && allowUnknown {
+			// It may be a plugin's id, even one close to a known id
+			// ("pgx"); validate without -p notes it with SuggestConnector.
 			continue
 		}
 		if !ok {
+			if meant := SuggestConnector(reg, s.Connector); meant != "" {
+				problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q; did you mean %q?", s.Connector, meant))
+				continue
+			}
 			problems = append(problems, cfg.ConnectorProblem(s, "unknown connector %q (known: %s); a plugin connector must be a .so in the -p directory", s.Connector, knownList(reg.IDs())))
 			continue
 		}
@@ -633,6 +631,12 @@ func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 		return err
 	}
 	return b.Serve(ctx, reload)
+}
+
+// SuggestConnector is the registered connector id that an unknown id is
+// probably a typo or another name of, or "".
+func SuggestConnector(reg *registry.Registry, id string) string {
+	return typo.Closest(id, reg.IDs(), connectorAliases)
 }
 
 // connectorAliases are names people write for the built-in connectors.

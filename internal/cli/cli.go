@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -267,6 +268,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
+// validateLogger is the plugin loader's logger for validate: its warnings
+// (plugins loaded without a checksum file) reach stderr, its reports of
+// each plugin do not.
+func validateLogger(stderr io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate", stderr)
 	cfgFile := fs.String("f", "", "config file")
@@ -296,8 +304,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		if dir == "" {
 			dir = DefaultPluginDir
 		}
-		log := logging.New(io.Discard, false)
-		if loaded, err = plugins.Load(plugins.Options{Dir: dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(), Logger: log}); err != nil {
+		if loaded, err = plugins.Load(plugins.Options{Dir: dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(), Logger: validateLogger(stderr)}); err != nil {
 			return fail(stderr, err)
 		}
 	}
@@ -310,11 +317,16 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	if !checkPlugins {
 		// Without plugins, a connector that is not built in cannot be
-		// checked (a typo of a built-in one was an error above).
+		// checked; one close to a built-in id may be a typo of it, or a
+		// plugin's own id ("pgx").
 		var unchecked []string
 		for _, s := range cfg.Services {
 			if _, ok := reg.Lookup(s.Connector); !ok {
-				unchecked = append(unchecked, fmt.Sprintf("%s (service %s)", s.Connector, s.Name))
+				meant := ""
+				if m := broker.SuggestConnector(reg, s.Connector); m != "" {
+					meant = fmt.Sprintf("; not a typo of %q?", m)
+				}
+				unchecked = append(unchecked, fmt.Sprintf("%s (service %s%s)", s.Connector, s.Name, meant))
 			}
 		}
 		if len(unchecked) > 0 {

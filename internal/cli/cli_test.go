@@ -73,6 +73,7 @@ func TestValidate(t *testing.T) {
 	t.Setenv("X", "x")
 	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
 	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
+	nearBuiltin := writeFile(t, "pgx.yml", "version: 2\nservices:\n  r:\n    connector: pgx\n    listenOn: tcp://127.0.0.1:16379\n")
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
 	emptyDir := t.TempDir()
 	sums := writeFile(t, "sums.txt", "")
@@ -100,6 +101,8 @@ func TestValidate(t *testing.T) {
 		{"missing file", []string{"validate", "-f", filepath.Join(emptyDir, "none.yml")}, ExitFailure, "", "none.yml: no such file"},
 		{"plugin connector unchecked without -p", []string{"validate", "-f", plugin}, ExitOK, "ok", "not built in, so not checked"},
 		{"plugin connector missing with -p", []string{"validate", "-f", plugin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `plugin.yml:4: services.r.connector: unknown connector "redis"`},
+		{"plugin id close to a built-in one, without -p", []string{"validate", "-f", nearBuiltin}, ExitOK, "ok", `pgx (service r; not a typo of "pg"?)`},
+		{"plugin id close to a built-in one, missing with -p", []string{"validate", "-f", nearBuiltin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `unknown connector "pgx"; did you mean "pg"?`},
 		{"sslmode from env", []string{"validate", "-f", envMode}, ExitFailure, "", "envmode.yml:9: services.db.credentials.sslmode: rejected by connector \"pg\": must be one of"},
 		{"port from env", []string{"validate", "-f", envPort}, ExitFailure, "", "envport.yml:9: services.db.credentials.port:"},
 		{"root certificate from file", []string{"validate", "-f", fileRoot}, ExitFailure, "", "fileroot.yml:10: services.db.credentials.sslrootcert:"},
@@ -260,5 +263,18 @@ func TestPluginsCheckNeedsSoName(t *testing.T) {
 	code, out, _ := runMain(t, "plugins", "check", f)
 	if code != ExitFailure || !strings.Contains(out, "SUMS.txt: the broker loads only files named NAME.so") || strings.Contains(out, "SUMS.txt.so") {
 		t.Fatalf("code %d, output:\n%s", code, out)
+	}
+}
+
+// TestValidateLogger: validate shows the plugin loader's warnings (such as
+// plugins loaded without a checksum file) on stderr, not its per-plugin
+// reports.
+func TestValidateLogger(t *testing.T) {
+	var buf bytes.Buffer
+	log := validateLogger(&buf)
+	log.Info("plugin checked, not verified (no checksum file)")
+	log.Warn("PLUGIN CHECKSUMS ARE NOT VERIFIED")
+	if out := buf.String(); !strings.Contains(out, "PLUGIN CHECKSUMS ARE NOT VERIFIED") || strings.Contains(out, "plugin checked") {
+		t.Fatalf("stderr:\n%s", out)
 	}
 }
