@@ -764,8 +764,38 @@ func Conflicts(a, b Address) bool {
 	if pa != pb {
 		return false
 	}
-	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || wild(ha) || wild(hb)
+	ka, kb := listenHosts(ha), listenHosts(hb)
+	if ka == nil || kb == nil {
+		return true // a wildcard
+	}
+	for _, x := range ka {
+		for _, y := range kb {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// listenHosts is what a listen host binds, for comparing: nil for a
+// wildcard (every address), the canonical form of an IP address (so
+// 0:0::1 is ::1), both loopback addresses for localhost, else the name
+// in lower case.
+func listenHosts(h string) []string {
+	if ip := net.ParseIP(h); ip != nil {
+		if ip.IsUnspecified() {
+			return nil
+		}
+		return []string{ip.String()}
+	}
+	switch h = strings.TrimSuffix(strings.ToLower(h), "."); h {
+	case "":
+		return nil
+	case "localhost":
+		return []string{"127.0.0.1", "::1", h}
+	}
+	return []string{h}
 }
 
 // CheckAddresses reports services whose listen addresses collide. Services
