@@ -2,8 +2,8 @@
 // (logged errors, panics, connector log lines): the last line of defence
 // against a connector, possibly a third-party plugin, that put a secret
 // into a message. A value is found as written and in the forms Go's fmt
-// and common encodings give it: quoted, as a []byte printed with %v, in
-// hex, percent-encoded as in a URL, and in base64 (also inside a longer
+// and common encodings give it: quoted, as a []byte printed with %v or
+// %#v (also inside a longer one), in hex (%x, % x), percent-encoded as in a URL, and in base64 (also inside a longer
 // encoded text, such as an HTTP Basic credential). The password of a URL held in a public credential
 // (url, endpoint ...) is a secret too.
 package redact
@@ -74,17 +74,21 @@ func urlPassword(v []byte) []byte {
 // that Forms.Zero clears.
 func formsOf(v []byte) [][]byte {
 	out := [][]byte{bytes.Clone(v)}
-	dec := []byte{'['} // v printed with %v
+	// Printed as a []byte, also inside a longer one: %v (decimal bytes
+	// between spaces), %#v (0x12, 0x34), and as hex with % x.
+	var dec, gov, spaced []byte
 	for i, c := range v {
 		if i > 0 {
-			dec = append(dec, ' ')
+			dec, gov, spaced = append(dec, ' '), append(gov, ", "...), append(spaced, ' ')
 		}
 		dec = strconv.AppendUint(dec, uint64(c), 10)
+		gov = append(append(gov, "0x"...), hex.EncodeToString([]byte{c})...)
+		spaced = append(spaced, hex.EncodeToString([]byte{c})...)
 	}
-	out = append(out, append(dec, ']'))
 	lower := make([]byte, hex.EncodedLen(len(v)))
 	hex.Encode(lower, v)
-	out = append(out, lower, bytes.ToUpper(lower))
+	whole := append(append([]byte{'['}, dec...), ']') // the whole of a %v, bracket and all
+	out = append(out, whole, dec, gov, spaced, bytes.ToUpper(spaced), lower, bytes.ToUpper(lower))
 	s := string(v)
 	if q := strconv.AppendQuote(nil, s); !bytes.Equal(q[1:len(q)-1], v) {
 		out = append(out, q[1:len(q)-1])

@@ -29,6 +29,11 @@ func TestString(t *testing.T) {
 		{"inside basic auth, aligned", "Basic " + b64([]byte("us:"+secret))},
 		{"inside basic auth, one byte off", "Basic " + b64([]byte("u:"+secret))},
 		{"inside basic auth, two bytes off", "Basic " + b64([]byte("use:"+secret))},
+		{"spaced hex", fmt.Sprintf("hex % x", secret)},
+		{"spaced upper hex", fmt.Sprintf("HEX % X", []byte(secret))},
+		{"prefixed hex", fmt.Sprintf("hex %#x", secret)},
+		{"bytes with %#v", fmt.Sprintf("v %#v", []byte(secret))},
+		{"struct with %+v", fmt.Sprintf("%+v", struct{ Key []byte }{[]byte(secret)})},
 	}
 	creds := connector.CredentialValuesByID{"password": []byte(secret)}
 	for _, tc := range tests {
@@ -37,7 +42,9 @@ func TestString(t *testing.T) {
 			if !strings.Contains(got, Mark) {
 				t.Fatalf("nothing redacted in %q", got)
 			}
-			for _, leak := range []string{secret, "TopSecret", "Value42", b64([]byte(secret))[:12]} {
+			// The first and last bytes of the secret, in each form.
+			for _, leak := range []string{secret, "TopSecret", "Value42", b64([]byte(secret))[:12],
+				"54 6f 70", "54 6F 70", "0x54, 0x6f", "84 111 112", "3432", "0x34, 0x32", "52 50"} {
 				if strings.Contains(got, leak) {
 					t.Errorf("%q still contains %q", got, leak)
 				}
