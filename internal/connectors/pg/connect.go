@@ -810,6 +810,12 @@ func (s *session) authenticate(up *upstream, t *target, a tlsAttempt) error {
 			if k, ok := m.(*pgproto3.BackendKeyData); ok {
 				up.keyData = &pgproto3.BackendKeyData{ProcessID: k.ProcessID, SecretKey: bytes.Clone(k.SecretKey)}
 			}
+			if p, ok := m.(*pgproto3.ParameterStatus); ok && t.revealsPassword(p.Value) {
+				// As for notices: a hostile or broken server echoing the
+				// password in a setting does not show it to the client.
+				s.c.logger.Warnf("pg: the PostgreSQL server's setting %q during the startup contained the password; not relayed to the client", p.Name)
+				continue
+			}
 			up.forward = append(up.forward, raw...)
 			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
 				return nil

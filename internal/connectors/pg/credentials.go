@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -370,6 +371,23 @@ func parseHostIP(host string) net.IP {
 		return ip.To4()
 	}
 	return ip.To16()
+}
+
+// revealsPassword reports whether a value the server sends during the
+// startup shows the password: it holds it (4 bytes or longer), and not only
+// as a part of a name the client may see anyway (a user named like its
+// password, as in many a development setup, shows in session_authorization).
+func (t *target) revealsPassword(v string) bool {
+	b := []byte(v)
+	if len(t.password) < 4 || !bytes.Contains(b, t.password) {
+		return false
+	}
+	for _, public := range []string{t.username, t.database} {
+		if p := []byte(public); bytes.Contains(p, t.password) && bytes.Contains(b, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // nameError is verifyName's refusal.

@@ -245,6 +245,8 @@ func TestStartupNoticeWithPassword(t *testing.T) {
 			&pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "welcome"},
 			&pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "your password is " + password},
 			&pgproto3.AuthenticationOk{},
+			&pgproto3.ParameterStatus{Name: "application_name", Value: "x" + password},
+			&pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"},
 			&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 2}},
 			&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		drain(c)
@@ -273,6 +275,39 @@ func TestStartupNoticeWithPassword(t *testing.T) {
 	defer mu.Unlock()
 	if len(notices) != 1 || notices[0] != "welcome" {
 		t.Errorf("client got notices %q, want only the one without the password", notices)
+	}
+	ps := c.PgConn().ParameterStatus
+	if got := ps("application_name"); got != "" {
+		t.Errorf("client got application_name %q, a setting holding the password", got)
+	}
+	if got := ps("TimeZone"); got != "UTC" {
+		t.Errorf("client got TimeZone %q, want UTC", got)
+	}
+}
+
+// TestRevealsPassword: a setting the server sends is held back when it
+// shows the password, but not for holding a user or database name the
+// password is part of (user and password both "postgres").
+func TestRevealsPassword(t *testing.T) {
+	tests := []struct {
+		name, user, db, password, value string
+		want                            bool
+	}{
+		{"holds it", "app", "", "s3cret-pw", "a s3cret-pw b", true},
+		{"does not", "app", "", "s3cret-pw", "UTC", false},
+		{"user named like the password", "postgres", "", "postgres", "postgres", false},
+		{"database named like the password", "app", "orders-db", "orders", "orders-db", false},
+		{"password beside the user name", "postgres", "", "postgres", "postgres and postgres", false},
+		{"user contains it, value holds it alone", "postgres-admin", "", "postgres", "x postgres", true},
+		{"too short to look for", "app", "", "pw1", "pw1", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := &target{username: tc.user, database: tc.db, password: []byte(tc.password)}
+			if got := tg.revealsPassword(tc.value); got != tc.want {
+				t.Errorf("revealsPassword(%q) = %v, want %v", tc.value, got, tc.want)
+			}
+		})
 	}
 }
 
