@@ -147,6 +147,15 @@ func TestFailuresCloseOnlyThatConnection(t *testing.T) {
 		{"connector returns nil conn", tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) {
 			return nil, nil
 		}), nil, "connector returned no target connection"},
+		{"connector returns the client's connection", tcp.ConnectorFunc(func(c net.Conn, _ connector.CredentialValuesByID) (net.Conn, error) {
+			return c, nil
+		}), nil, "connector returned the client's own connection as the target"},
+		{"connector returns the client's socket unwrapped", tcp.ConnectorFunc(func(c net.Conn, _ connector.CredentialValuesByID) (net.Conn, error) {
+			return c.(interface{ NetConn() net.Conn }).NetConn(), nil
+		}), nil, "connector returned the client's own connection as the target"},
+		{"connector returns its own wrapper of the client", tcp.ConnectorFunc(func(c net.Conn, _ connector.CredentialValuesByID) (net.Conn, error) {
+			return struct{ net.Conn }{c}, nil
+		}), nil, "connector returned the client's own connection as the target"},
 		{"target down", tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) {
 			return net.Dial("tcp", "127.0.0.1:1")
 		}), nil, "dial tcp 127.0.0.1:1: connect: connection refused"},

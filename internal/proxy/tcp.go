@@ -259,7 +259,8 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 			target, reason, err = nil, metrics.ReasonPanic, Redact(fmt.Errorf("connector panicked: %v", r), creds)
 		}
 	}()
-	target, err = s.Connector.Connect(tcp.WithHandshakeDeadline(client, deadline), creds)
+	wrapped := tcp.WithHandshakeDeadline(client, deadline)
+	target, err = s.Connector.Connect(wrapped, creds)
 	if !timer.Stop() {
 		if target != nil {
 			_ = target.Close()
@@ -281,9 +282,30 @@ func (s *TCPService) authenticate(client net.Conn) (target net.Conn, reason stri
 	if target == nil {
 		return nil, metrics.ReasonConnector, errors.New("connector returned no target connection")
 	}
+	if sameConn(target, client, wrapped) {
+		// Relayed, it would echo the client to itself.
+		return nil, metrics.ReasonConnector, errors.New("connector returned the client's own connection as the target")
+	}
 	_ = client.SetDeadline(time.Time{})
 	_ = target.SetDeadline(time.Time{})
 	return target, "", nil
+}
+
+// sameConn reports whether target is the client's connection: one of the
+// given values, or a wrapper of the same TCP socket (the same two
+// addresses).
+func sameConn(target net.Conn, client ...net.Conn) bool {
+	for _, c := range client {
+		if target == c {
+			return true
+		}
+	}
+	tl, tr := target.LocalAddr(), target.RemoteAddr()
+	cl, cr := client[0].LocalAddr(), client[0].RemoteAddr()
+	if tl == nil || tr == nil || cl == nil || cr == nil || tl.Network() != "tcp" {
+		return false
+	}
+	return tl.Network() == cl.Network() && tl.String() == cl.String() && tr.String() == cr.String()
 }
 
 // abandonAfter is how long Shutdown waits, after its deadline and closing
