@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -147,7 +148,7 @@ func verify(opts Options) ([]*candidate, error) {
 		if ent.reason != "" {
 			if checked {
 				hint := "only regular *.so plugin files are allowed"
-				if opts.ChecksumFile != "" && filepath.Clean(filepath.Join(opts.Dir, ent.name)) == filepath.Clean(opts.ChecksumFile) {
+				if opts.ChecksumFile != "" && sameFile(filepath.Join(opts.Dir, ent.name), opts.ChecksumFile) {
 					hint = "it is the checksum file itself: keep the checksum file outside the plugin directory (sha256sum DIR/*.so > FILE writes it there when FILE is inside DIR)"
 				}
 				fail(errorf(ErrUnexpectedEntry, "plugin directory %q: unexpected entry %q: %s; %s", opts.Dir, ent.name, ent.reason, hint))
@@ -370,4 +371,18 @@ func quoteAll(names []string) string {
 		return q[0] + " and " + q[1]
 	}
 	return strings.Join(q, ", ")
+}
+
+// sameFile reports whether two paths name one file, however each is
+// spelled (relative or absolute, through a symlink).
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }

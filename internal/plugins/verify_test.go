@@ -328,6 +328,22 @@ func TestVerify(t *testing.T) {
 			wantMsg: []string{`unexpected entry "PLUGINS_SHA256SUM.txt": is not a .so file; it is the checksum file itself: keep the checksum file outside the plugin directory`},
 		},
 		{
+			name:  "checksum file inside the plugin directory, named another way",
+			files: map[string]string{"tcpgood.so": "tcpgood.so"},
+			prepare: func(t *testing.T, dir string) string {
+				if err := os.WriteFile(filepath.Join(dir, "SUMS.txt"), sha256sum(t, dir, "tcpgood.so"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				link := filepath.Join(t.TempDir(), "plugins")
+				if err := os.Symlink(dir, link); err != nil {
+					t.Fatal(err)
+				}
+				return filepath.Join(link, "SUMS.txt")
+			},
+			wantIs:  []error{ErrUnexpectedEntry},
+			wantMsg: []string{`unexpected entry "SUMS.txt": is not a .so file; it is the checksum file itself`},
+		},
+		{
 			name:  "fifo",
 			files: map[string]string{"tcpgood.so": "tcpgood.so"},
 			prepare: func(t *testing.T, dir string) string {
