@@ -260,6 +260,9 @@ func Prepare(opts Options) (*Broker, error) {
 	if err := CheckConnectors(cfg, b.reg, b.opts.Providers, false); err != nil {
 		return nil, err
 	}
+	if err := b.checkOwnAddresses(cfg); err != nil {
+		return nil, err
+	}
 	if b.services, err = b.buildServices(cfg, nil); err != nil {
 		return nil, err
 	}
@@ -503,6 +506,9 @@ func (b *Broker) Reload() error {
 	if err == nil {
 		err = CheckConnectors(cfg, b.reg, b.opts.Providers, false)
 	}
+	if err == nil {
+		err = b.checkOwnAddresses(cfg)
+	}
 	var next []*service
 	var units []unit
 	running := map[string]*service{}
@@ -619,6 +625,18 @@ func closeNewConnectors(next []*service, running map[string]*service, log *slog.
 			}
 		}
 	}
+}
+
+// checkOwnAddresses refuses services that would listen where the broker's
+// health server does.
+func (b *Broker) checkOwnAddresses(cfg *config.Config) error {
+	if b.opts.HealthAddr == "" {
+		return nil
+	}
+	if p := config.CheckReserved(cfg, b.opts.HealthAddr, "the health server's (-health-addr "+b.opts.HealthAddr+")"); len(p) > 0 {
+		return &config.Error{Problems: p}
+	}
+	return nil
 }
 
 // Run is Prepare, Start and Serve.

@@ -161,6 +161,10 @@ func TestStartupFailures(t *testing.T) {
 	}{
 		{"listener in use", []string{"-f", cfgOn(busy.Addr().String()), "-p", noPlugins, "-health-addr", ""}, "service db: listen on tcp://" + busy.Addr().String() + ": address already in use"},
 		{"health address in use", []string{"-f", cfgOn(free()), "-p", noPlugins, "-health-addr", busy.Addr().String()}, "address already in use (choose another address with -health-addr"},
+		{"health address is a service's", func() []string {
+			a := free()
+			return []string{"-f", cfgOn(a), "-p", noPlugins, "-health-addr", a}
+		}(), "is also the health server's (-health-addr "},
 		{"checksum file without plugin dir", []string{"-f", cfgOn(free()), "-p", filepath.Join(noPlugins, "nope"), "-s", writeFile(t, "s.txt", ""), "-health-addr", ""}, "nope"},
 		{"config not found", []string{"-f", filepath.Join(noPlugins, "absent.yml")}, "absent.yml"},
 	}

@@ -798,6 +798,20 @@ func listenHosts(h string) []string {
 	return []string{h}
 }
 
+// CheckReserved reports services whose listen address collides with addr,
+// a TCP address the broker itself listens on (what says which: "the health
+// server's (-health-addr)").
+func CheckReserved(cfg *Config, addr, what string) []Problem {
+	var out []Problem
+	own := Address{Network: "tcp", Address: addr}
+	for _, s := range cfg.Services {
+		if Conflicts(s.ListenOn, own) {
+			out = append(out, cfg.ServiceProblem(s, "listenOn", "address %s is also %s", s.ListenOn, what))
+		}
+	}
+	return out
+}
+
 // CheckAddresses reports services whose listen addresses collide. Services
 // whose connectors are HTTP connectors (shared reports which) may share one
 // exact address: one forward proxy serves them and routes by URL. Parse cannot
