@@ -68,9 +68,13 @@ type Broker struct {
 	metrics  *metrics.Metrics
 
 	pluginState string // fingerprint of the plugin dir and checksum file at start
-	mu          sync.Mutex
-	draining    sync.WaitGroup // services replaced by a reload, still finishing sessions
-	serveErr    chan error
+	// slots counts each TCP service's sessions against its maxConnections,
+	// by service name, across reloads (the old service's draining sessions
+	// count with the new one's).
+	slots    map[string]*proxy.Slots
+	mu       sync.Mutex
+	draining sync.WaitGroup // services replaced by a reload, still finishing sessions
+	serveErr chan error
 }
 
 type service struct {
@@ -563,6 +567,28 @@ func (b *Broker) Reload() error {
 		}
 		opened[u] = true
 	}
+	// A changed TCP service on the very same address takes over its old
+	// listener, now that the reload can no longer be refused: the clients
+	// queued in it are served, not reset.
+	for _, u := range units {
+		nu, ok := u.(*tcpUnit)
+		if !ok || !u.fresh() {
+			continue
+		}
+		for _, old := range stopping {
+			ou, ok := old.(*tcpUnit)
+			if !ok || ou.listenOn() != nu.listenOn() || ou.svc.cfg.SocketMode != nu.svc.cfg.SocketMode {
+				continue
+			}
+			if l, ok := ou.handOff(); ok {
+				nu.inherited = l
+				if err := nu.listen(b); err == nil { // it cannot fail: l is open
+					opened[u] = true
+				}
+			}
+			break
+		}
+	}
 	// Then stop changed and removed listeners, so that a changed service
 	// can bind the same address again.
 	for _, old := range stopping {
@@ -579,6 +605,7 @@ func (b *Broker) Reload() error {
 	}
 	var failed []string
 	var started []unit
+	revived := map[unit]bool{}
 	for _, u := range units {
 		if opened[u] {
 			b.serveUnit(u)
@@ -590,10 +617,18 @@ func (b *Broker) Reload() error {
 			continue
 		}
 		// Only an address the old config held is left: another process can
-		// take it in the moment between, and then this service is down.
+		// take it in the moment between (or holds a part of a wider new
+		// address). The TCP services stopped for it then serve their old
+		// config on their old address again.
 		if err := u.listen(b); err != nil {
-			log.Error("reload: service could not start", "service", strings.Join(u.names(), ","), "error", err)
 			failed = append(failed, u.names()...)
+			if back := b.revive(u, stopping, revived); len(back) > 0 {
+				log.Error("reload: service could not move to its new address; it serves its old config on its old address until the next reload",
+					"service", strings.Join(u.names(), ","), "address", u.listenOn().String(), "error", err)
+				started = append(started, back...)
+				continue
+			}
+			log.Error("reload: service could not start", "service", strings.Join(u.names(), ","), "error", err)
 			b.setHealth(u, "listen failed")
 			continue
 		}
@@ -610,6 +645,40 @@ func (b *Broker) Reload() error {
 	b.metrics.Reloads.WithLabelValues("ok").Inc()
 	log.Info("config reloaded", "services", len(next))
 	return nil
+}
+
+// revive serves again, each with a connector of its own, the stopped TCP
+// services whose addresses u could not take over, on those addresses;
+// done records those revived already.
+func (b *Broker) revive(u unit, stopping []unit, done map[unit]bool) []unit {
+	var out []unit
+	for _, old := range stopping {
+		ou, ok := old.(*tcpUnit)
+		if !ok || done[old] || !config.Conflicts(old.listenOn(), u.listenOn()) {
+			continue
+		}
+		cfg := ou.svc.cfg
+		e, ok := b.reg.Lookup(cfg.Connector)
+		if !ok {
+			continue
+		}
+		live := &redact.Live{}
+		c, err := newConnector(e, cfg, b.log, live)
+		if err != nil {
+			continue
+		}
+		nu := &tcpUnit{svc: &service{cfg: cfg, connector: c, live: live}}
+		if err := nu.listen(b); err != nil {
+			if cl, ok := c.(io.Closer); ok {
+				_ = cl.Close()
+			}
+			continue
+		}
+		done[old] = true
+		b.serveUnit(nu)
+		out = append(out, nu)
+	}
+	return out
 }
 
 // closeNewConnectors closes the connectors a refused reload built for
@@ -637,6 +706,19 @@ func (b *Broker) checkOwnAddresses(cfg *config.Config) error {
 		return &config.Error{Problems: p}
 	}
 	return nil
+}
+
+// slotsFor is the session count of a TCP service, kept across reloads.
+func (b *Broker) slotsFor(name string) *proxy.Slots {
+	if b.slots == nil {
+		b.slots = map[string]*proxy.Slots{}
+	}
+	sl, ok := b.slots[name]
+	if !ok {
+		sl = proxy.NewSlots()
+		b.slots[name] = sl
+	}
+	return sl
 }
 
 // Run is Prepare, Start and Serve.

@@ -482,3 +482,75 @@ func TestValidatePanicRedacted(t *testing.T) {
 		})
 	}
 }
+
+// TestLimitAcrossReload: a changed service's maxConnections counts the
+// sessions its old version still drains after a reload, and the active
+// gauge counts them too.
+func TestLimitAcrossReload(t *testing.T) {
+	tgt := target(t)
+	addr := freeAddr(t)
+	t.Setenv("TOKEN_A", "alpha")
+	t.Setenv("TOKEN_B", "bravo")
+	limited := func(token string) string {
+		return "version: 2\nservices:\n" + svcYAML("lim", addr, tgt, token) + "    maxConnections: 1\n"
+	}
+	r := start(t, limited("TOKEN_A"))
+	old, first := session(t, addr)
+	if got, err := first(""); err != nil || got != "alpha" {
+		t.Fatalf("first session: %q, %v", got, err)
+	}
+	r.rewrite(t, limited("TOKEN_B"))
+	if err := r.b.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if got := testutil.ToFloat64(r.b.Metrics().ConnectionsActive.WithLabelValues("lim")); got != 1 {
+		t.Errorf("active after the reload = %v, want the old session's 1", got)
+	}
+	_, over := session(t, addr)
+	if got, err := over(""); err == nil {
+		t.Fatalf("a second session was served (%q) with maxConnections 1 and the old one open", got)
+	}
+	if got, err := first("still"); err != nil || got != "still" {
+		t.Fatalf("old session after the reload: %q, %v", got, err)
+	}
+	old.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.b.Metrics().ConnectionsActive.WithLabelValues("lim")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the old session still counts after it closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, next := session(t, addr)
+	if got, err := next(""); err != nil || got != "bravo" {
+		t.Fatalf("after the old session ended: %q, %v; want the new token", got, err)
+	}
+}
+
+// TestReloadMoveRolledBack: a service moved to a wider address that it
+// cannot take (another process holds a part of it) keeps serving its old
+// config on its old address, instead of going down.
+func TestReloadMoveRolledBack(t *testing.T) {
+	tgt := target(t)
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	other, err := net.Listen("tcp", "127.0.0.2:"+port)
+	if err != nil {
+		t.Fatalf("listen on 127.0.0.2 (Linux routes 127.0.0.0/8 to lo): %v", err)
+	}
+	defer other.Close()
+	t.Setenv("TOKEN_A", "alpha")
+	t.Setenv("TOKEN_B", "bravo")
+	r := start(t, "version: 2\nservices:\n"+svcYAML("mv", addr, tgt, "TOKEN_A"))
+	r.rewrite(t, "version: 2\nservices:\n"+svcYAML("mv", "0.0.0.0:"+port, tgt, "TOKEN_B"))
+	if err := r.b.Reload(); err == nil || !strings.Contains(err.Error(), "could not start: mv") {
+		t.Fatalf("reload: %v, want a partial reload naming mv", err)
+	}
+	_, s := session(t, addr)
+	if got, err := s(""); err != nil || got != "alpha" {
+		t.Fatalf("after the failed move: %q, %v; want the old config served on the old address", got, err)
+	}
+	if !strings.Contains(r.logs.String(), "it serves its old config on its old address") {
+		t.Errorf("log lacks the rollback:\n%s", r.logs)
+	}
+}

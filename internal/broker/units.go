@@ -98,6 +98,24 @@ type tcpUnit struct {
 	svc  *service
 	ts   *proxy.TCPService
 	done chan struct{}
+	// inherited is the listener of the service this one replaces on the
+	// same address (a reload), taken over by listen.
+	inherited net.Listener
+}
+
+// handOff stops the unit accepting and gives its listener, still open, to
+// the unit replacing it; false when it cannot (it is not serving).
+func (u *tcpUnit) handOff() (net.Listener, bool) {
+	if u.ts == nil {
+		return nil, false
+	}
+	l, ok := u.ts.HandOff()
+	if !ok {
+		return nil, false
+	}
+	<-u.done // Serve has returned: nothing accepts from l now
+	proxy.ClearDeadline(l)
+	return l, true
 }
 
 func (u *tcpUnit) members() []*service      { return []*service{u.svc} }
@@ -116,9 +134,12 @@ func (u *tcpUnit) addr() net.Addr {
 
 func (u *tcpUnit) listen(b *Broker) error {
 	c := u.svc.cfg
-	l, err := proxy.Listen(c.ListenOn, c.SocketMode)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", c.Name, err)
+	l := u.inherited
+	if l == nil {
+		var err error
+		if l, err = proxy.Listen(c.ListenOn, c.SocketMode); err != nil {
+			return fmt.Errorf("service %s: %w", c.Name, err)
+		}
 	}
 	u.ts = &proxy.TCPService{
 		Name:             c.Name,
@@ -127,6 +148,7 @@ func (u *tcpUnit) listen(b *Broker) error {
 		Logger:           b.log,
 		Metrics:          b.metrics,
 		MaxConnections:   c.MaxConnections,
+		Slots:            b.slotsFor(c.Name),
 		HandshakeTimeout: c.ConnectTimeout,
 		IdleTimeout:      c.IdleTimeout,
 		Fetch:            b.fetcher(c.Credentials),

@@ -51,7 +51,7 @@ func TestMaxConnections(t *testing.T) {
 	if got := testutil.ToFloat64(s.Metrics.ConnectionsFailed.WithLabelValues("svc", metrics.ReasonLimit)); got != 1 {
 		t.Errorf("limit failures = %v", got)
 	}
-	if !strings.Contains(logs.String(), "maxConnections reached") {
+	if !strings.Contains(logs.String(), `level=WARN msg="connection refused" reason=limit service=svc`) {
 		t.Errorf("limit not logged:\n%s", logs)
 	}
 	// Closing one session frees a slot.
@@ -227,5 +227,140 @@ func TestProviderFailureToldToClient(t *testing.T) {
 	got, _ := io.ReadAll(conn)
 	if string(got) != "refused: "+string(tcp.RefuseCredentialsUnavailable) {
 		t.Fatalf("client read %q", got)
+	}
+}
+
+// session opens a relayed session on addr and checks that it relays.
+func session(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	return c
+}
+
+// TestLimitWaitsForAClosingSession: a client over the limit that arrives
+// while a session is ending is served once it has ended (within
+// LimitWait), not refused: clients that come one after another never
+// exceed the limit, whatever the time the last one's target takes to close.
+func TestLimitWaitsForAClosingSession(t *testing.T) {
+	target := echoServer(t)
+	s, logs := startService(t, dialer(target.Addr().String()), nil, func(s *TCPService) {
+		s.MaxConnections = 1
+		s.Metrics = metrics.New()
+	})
+	addr := s.Listener.Addr().String()
+	first := session(t, addr)
+	go func() {
+		time.Sleep(LimitWait / 4)
+		first.Close()
+	}()
+	if got := roundTrip(t, addr, []byte("next")); string(got) != "next" {
+		t.Fatalf("the next client: %q", got)
+	}
+	if got := testutil.ToFloat64(s.Metrics.ConnectionsFailed.WithLabelValues("svc", metrics.ReasonLimit)); got != 0 {
+		t.Errorf("limit failures = %v, want 0:\n%s", got, logs)
+	}
+}
+
+// TestSlotsSharedAcrossServices: two TCPServices of one service (the old
+// one draining after a reload, and the new one) count their sessions
+// together against the limit, and the active gauge shows their sum.
+func TestSlotsSharedAcrossServices(t *testing.T) {
+	target := echoServer(t)
+	slots := NewSlots()
+	m := metrics.New()
+	opts := func(s *TCPService) { s.MaxConnections, s.Slots, s.Metrics = 2, slots, m }
+	old, _ := startService(t, dialer(target.Addr().String()), nil, opts)
+	cur, _ := startService(t, dialer(target.Addr().String()), nil, opts)
+	session(t, old.Listener.Addr().String())
+	session(t, cur.Listener.Addr().String())
+	if got := testutil.ToFloat64(m.ConnectionsActive.WithLabelValues("svc")); got != 2 {
+		t.Errorf("active = %v, want 2", got)
+	}
+	over, err := net.Dial("tcp", cur.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := over.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a third session was served with a limit of 2 across both")
+	}
+	if got := testutil.ToFloat64(m.ConnectionsFailed.WithLabelValues("svc", metrics.ReasonLimit)); got != 1 {
+		t.Errorf("limit failures = %v, want 1", got)
+	}
+}
+
+// TestHandOff: a listener handed from one TCPService to the next keeps the
+// clients queued in it, which the next one serves, while the first one's
+// open session goes on.
+func TestHandOff(t *testing.T) {
+	target := echoServer(t)
+	marked := func(mark string) tcp.Connector {
+		return tcp.ConnectorFunc(func(net.Conn, connector.CredentialValuesByID) (net.Conn, error) {
+			c, err := net.Dial("tcp", target.Addr().String())
+			if err == nil {
+				_, err = c.Write([]byte(mark))
+			}
+			return c, err
+		})
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fetch := func(context.Context) (connector.CredentialValuesByID, error) {
+		return connector.CredentialValuesByID{}, nil
+	}
+	old := &TCPService{Name: "svc", Listener: l, Connector: marked("A"), Fetch: fetch, Logger: logger}
+	served := make(chan error, 1)
+	go func() { served <- old.Serve() }()
+	open := session(t, addr) // relays "A" first, then the echo
+	hl, ok := old.HandOff()
+	if !ok {
+		t.Fatal("HandOff refused")
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("old Serve: %v", err)
+	}
+	// Queued in the listener while nobody accepts.
+	queued, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	old.StopAccepting() // as the reload does next: leaves the listener open
+	ClearDeadline(hl)
+	cur := &TCPService{Name: "svc", Listener: hl, Connector: marked("B"), Fetch: fetch, Logger: logger}
+	go func() { _ = cur.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = cur.Shutdown(ctx)
+		_ = old.Shutdown(ctx)
+	})
+	_ = queued.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(queued, buf); err != nil || buf[0] != 'B' {
+		t.Fatalf("queued client: %q, %v; want it served by the new service", buf, err)
+	}
+	if _, err := open.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(open, got); err != nil {
+		t.Fatalf("the old session after the hand-off: %v", err)
 	}
 }

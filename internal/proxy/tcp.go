@@ -46,8 +46,13 @@ type TCPService struct {
 	// dialing the target); 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// MaxConnections caps concurrent client connections; 0 means no cap.
-	// A connection over the cap is closed at once (logged and counted).
+	// A connection over the cap waits up to LimitWait for a session to
+	// end, then is refused (logged and counted).
 	MaxConnections int
+	// Slots counts the sessions against MaxConnections; nil means a count
+	// of this TCPService's own. The broker gives each service one Slots
+	// that its TCPServices share across reloads.
+	Slots *Slots
 	// IdleTimeout closes a relayed session after this long with no bytes in
 	// either direction; 0 means never.
 	IdleTimeout time.Duration
@@ -56,10 +61,31 @@ type TCPService struct {
 
 	refusing semaphore
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-	closed bool
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	closed    bool
+	handedOff bool          // the listener went to the next service: not closed here
+	stop      chan struct{} // closed when accepting stops
+}
+
+// stopped is closed when the service stops accepting.
+func (s *TCPService) stopped() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop == nil {
+		s.stop = make(chan struct{})
+	}
+	return s.stop
+}
+
+func (s *TCPService) slots() *Slots {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Slots == nil {
+		s.Slots = NewSlots()
+	}
+	return s.Slots
 }
 
 // Serve accepts connections until the listener is closed. It returns nil
@@ -70,7 +96,7 @@ func (s *TCPService) Serve() error {
 		c, err := s.Listener.Accept()
 		if err != nil {
 			s.mu.Lock()
-			closed := s.closed
+			closed := s.closed || s.handedOff
 			s.mu.Unlock()
 			if closed || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -89,19 +115,7 @@ func (s *TCPService) Serve() error {
 		if s.Metrics != nil {
 			s.Metrics.ConnectionsAccepted.WithLabelValues(s.Name).Inc()
 		}
-		ok, full := s.track(c, true)
-		if full {
-			s.fail(metrics.ReasonLimit)
-			s.Logger.Warn("connection refused: maxConnections reached", "service", s.Name, "conn", connIDs.Add(1),
-				"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.refuse(c, tcp.RefuseTooManyConnections)
-			}()
-			continue
-		}
-		if !ok {
+		if !s.track(c, true) {
 			_ = c.Close()
 			return nil
 		}
@@ -109,8 +123,25 @@ func (s *TCPService) Serve() error {
 		go func() {
 			defer s.wg.Done()
 			defer s.track(c, false)
+			slots := s.slots()
+			n, ok := slots.acquire(s.MaxConnections, LimitWait, s.stopped())
+			if !ok {
+				s.fail(metrics.ReasonLimit)
+				s.Logger.Warn("connection refused", "reason", metrics.ReasonLimit, "service", s.Name, "conn", connIDs.Add(1),
+					"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
+				s.refuse(c, tcp.RefuseTooManyConnections)
+				return
+			}
+			s.setActive(n)
+			defer func() { s.setActive(slots.release()) }()
 			s.handle(c)
 		}()
+	}
+}
+
+func (s *TCPService) setActive(n int) {
+	if s.Metrics != nil {
+		s.Metrics.ConnectionsActive.WithLabelValues(s.Name).Set(float64(n))
 	}
 }
 
@@ -138,17 +169,15 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// track adds or removes an open connection. Adding reports ok=false once the
-// service is shut down, and full=true when MaxConnections is reached.
-func (s *TCPService) track(c net.Conn, add bool) (ok, full bool) {
+// track adds or removes an open connection (one being served, or waiting
+// for a slot), which Shutdown closes at its deadline. Adding reports false
+// once the service is shut down.
+func (s *TCPService) track(c net.Conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.closed {
-			return false, false
-		}
-		if s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
-			return false, true
+			return false
 		}
 		if s.conns == nil {
 			s.conns = map[net.Conn]struct{}{}
@@ -157,10 +186,7 @@ func (s *TCPService) track(c net.Conn, add bool) (ok, full bool) {
 	} else {
 		delete(s.conns, c)
 	}
-	if s.Metrics != nil {
-		s.Metrics.ConnectionsActive.WithLabelValues(s.Name).Set(float64(len(s.conns)))
-	}
-	return true, false
+	return true
 }
 
 func (s *TCPService) fail(reason string) {
@@ -312,12 +338,50 @@ func sameConn(target net.Conn, client ...net.Conn) bool {
 // every connection, for goroutines stuck in a connector.
 const abandonAfter = 2 * time.Second
 
-// StopAccepting closes the listener; open connections continue.
+// StopAccepting closes the listener (unless it was handed off); open
+// connections continue, and clients waiting for a slot are refused.
 func (s *TCPService) StopAccepting() {
+	stop := s.stopped()
 	s.mu.Lock()
+	if !s.closed {
+		close(stop)
+	}
 	s.closed = true
+	handedOff := s.handedOff
 	s.mu.Unlock()
-	_ = s.Listener.Close()
+	if !handedOff {
+		_ = s.Listener.Close()
+	}
+}
+
+// HandOff stops accepting without closing the listener, for the service
+// that replaces this one on the very same address (a reload): clients
+// queued in the listener are then accepted by the new service instead of
+// being reset. It wakes Serve with a deadline in the past; a connection
+// accepted before that is served here as usual. The caller waits for Serve
+// to return, clears the deadline (ClearDeadline) and serves the listener
+// anew; StopAccepting and Shutdown then leave it open.
+func (s *TCPService) HandOff() (net.Listener, bool) {
+	d, ok := s.Listener.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return nil, false
+	}
+	s.mu.Lock()
+	if s.closed || s.handedOff {
+		s.mu.Unlock()
+		return nil, false
+	}
+	s.handedOff = true
+	s.mu.Unlock()
+	_ = d.SetDeadline(time.Unix(1, 0))
+	return s.Listener, true
+}
+
+// ClearDeadline undoes HandOff's deadline on a listener taken over.
+func ClearDeadline(l net.Listener) {
+	if d, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
+		_ = d.SetDeadline(time.Time{})
+	}
 }
 
 // Shutdown stops accepting, then waits for active connections to finish
