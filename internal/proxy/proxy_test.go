@@ -330,7 +330,7 @@ func TestShutdownWaitsForActiveConnection(t *testing.T) {
 
 func TestShutdownGraceExpires(t *testing.T) {
 	target := echoServer(t)
-	s, _ := startService(t, dialer(target.Addr().String()), nil)
+	s, logs := startService(t, dialer(target.Addr().String()), nil)
 	c, err := net.Dial("tcp", s.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -346,6 +346,13 @@ func TestShutdownGraceExpires(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after grace period")
+	}
+	// The cut is logged as such, not as an ordinary close.
+	for _, want := range []string{`level=WARN msg="closing sessions still open at the end of the shutdown grace period" service=svc sessions=1`,
+		`level=WARN msg="connection closed"`, "closedBy=shutdownTimeout"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
 	}
 }
 

@@ -67,6 +67,7 @@ type TCPService struct {
 	closed    bool
 	handedOff bool          // the listener went to the next service: not closed here
 	stop      chan struct{} // closed when accepting stops
+	cut       atomic.Bool   // Shutdown's deadline passed: it closed the open sessions
 }
 
 // stopped is closed when the service stops accepting.
@@ -246,11 +247,16 @@ func (s *TCPService) handle(client net.Conn) {
 		s.Metrics.BytesRelayed.WithLabelValues(s.Name, "to_client").Add(float64(res.TargetToClient))
 	}
 	attrs := []any{"duration", time.Since(start), "bytesToTarget", res.ClientToTarget, "bytesToClient", res.TargetToClient}
-	if idle != nil && idle.fired.Load() {
+	switch {
+	case idle != nil && idle.fired.Load():
 		// Bytes were on neither leg for idleTimeout: the broker ended the
 		// session (both sides see a plain close; see docs/operations.md).
 		attrs = append(attrs, "closedBy", "idleTimeout")
-	} else if !relay.IsClosedErr(res.Err) {
+	case s.cut.Load():
+		// Still open when a shutdown or a reload's drain ran out of time.
+		log.Warn("connection closed", append(attrs, "closedBy", "shutdownTimeout")...)
+		return
+	case !relay.IsClosedErr(res.Err):
 		attrs = append(attrs, "error", res.Err)
 	}
 	log.Info("connection closed", attrs...)
@@ -400,7 +406,9 @@ func (s *TCPService) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		s.cut.Store(true)
 		s.mu.Lock()
+		s.Logger.Warn("closing sessions still open at the end of the shutdown grace period", "service", s.Name, "sessions", len(s.conns))
 		for c := range s.conns {
 			_ = c.Close()
 		}
