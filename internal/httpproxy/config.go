@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -240,6 +241,9 @@ func looseAlternative(p string) string {
 	if wildcardDot(bare) || strings.Contains(bare, "[^") {
 		return "the host has an unescaped dot or a negated class: it can match other hosts"
 	}
+	if hostCanLeave(bare) {
+		return `the host has a class or escape that matches "/", "?", "#", "@" or "\\" (such as \S or \W): it can match other hosts, with the host meant moved into the path or query`
+	}
 	if !literalHost.MatchString(bare) && !literalDomain.MatchString(bare) {
 		return "the host does not end with a literal domain (with dots escaped): it can match other hosts"
 	}
@@ -277,19 +281,60 @@ func scanPattern(p string, fn func(i int, c byte, depth int) bool) {
 }
 
 // hostPart is p up to its first "/" or "$" outside groups and classes (or
-// a trailing (/|$) group), and whether there was one.
+// a trailing (/|$) group), and whether there was one that must match: a
+// "/" made optional ("/?", "/*", "/{0,1}") ends nothing.
 func hostPart(p string) (string, bool) {
 	end, found := len(p), false
 	scanPattern(p, func(i int, c byte, depth int) bool {
 		rest := p[i:]
 		if (c == '(' && (strings.HasPrefix(rest, "(/|$)") || strings.HasPrefix(rest, "($|/)"))) ||
 			((c == '/' || c == '$') && depth == 0) {
-			end, found = i, true
+			end = i
+			next := rest[1:]
+			if c == '(' {
+				next = rest[len("(/|$)"):]
+			}
+			found = !(strings.HasPrefix(next, "?") || strings.HasPrefix(next, "*") || strings.HasPrefix(next, "{0"))
 			return false
 		}
 		return true
 	})
 	return p[:end], found
+}
+
+// hostCanLeave reports whether a host expression has a part that can match
+// a character that ends a URL's host ("/", "?", "#"), starts it anew after
+// userinfo ("@"), or that some clients take for "/" ("\"): then a client
+// can put another host in front and the host meant after it.
+func hostCanLeave(host string) bool {
+	re, err := syntax.Parse(host, syntax.Perl)
+	if err != nil {
+		return true
+	}
+	var walk func(*syntax.Regexp) bool
+	walk = func(r *syntax.Regexp) bool {
+		switch r.Op {
+		case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+			return true
+		case syntax.OpCharClass:
+			for i := 0; i+1 < len(r.Rune); i += 2 {
+				for _, c := range "/?#@\\" {
+					if r.Rune[i] <= c && c <= r.Rune[i+1] {
+						return true
+					}
+				}
+			}
+		case syntax.OpLiteral:
+			return strings.ContainsAny(string(r.Rune), "/?#@\\")
+		}
+		for _, sub := range r.Sub {
+			if walk(sub) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk(re)
 }
 
 // wildcardDot reports whether the expression has a "." that is neither

@@ -155,6 +155,18 @@ func TestLoosePattern(t *testing.T) {
 		{`^http://[a-z]+\.example\.com/`, false},
 		{`^http://[a-z]+/`, true},
 		{`^http://api[-.]?\.example\.com/`, false},
+		{`^http://127\.0\.0\.1:4901/?`, true},
+		{`^https?://api\.example\.com/*`, true},
+		{`^https?://api\.example\.com/{0,1}`, true},
+		{`^https?://api\.example\.com(/|$)?`, true},
+		{`^http://api\.example\.com/+`, false},
+		{`^https?://\S+\.example\.com/`, true},
+		{`^https?://\W*api\.example\.com/`, true},
+		{`^https?://[\w.:/?=-]+\.example\.org/`, true},
+		{`^https?://[!-~]+\.example\.org/`, true},
+		{`^https?://\PL+\.example\.org/`, true},
+		{`^https?://[\w-]+\.example\.com/`, false},
+		{`^https?://(\w+\.)*example\.com/`, false},
 		{`^http://(api|[a|b]x)\.example\.com/`, false},
 	}
 	for _, tc := range tests {
