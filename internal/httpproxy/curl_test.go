@@ -113,6 +113,15 @@ func TestCurlThroughProxy(t *testing.T) {
 		{"a space before dot dot", "/generic/%20../admin"},
 		{"overlong utf-8 dots", "/generic/%c0%ae%c0%ae/admin"},
 		{"fullwidth dots", "/generic/%ef%bc%8e%ef%bc%8e/admin"},
+		{"double encoding behind a stray percent", "/generic/%252e%252e/x%25zz"},
+		{"triple encoding behind a stray percent", "/generic/%25252e%25252e/x%2525zz"},
+		{"two dot leader", "/generic/%E2%80%A5/admin"},
+		{"one dot leaders", "/generic/%E2%80%A4%E2%80%A4/admin"},
+		{"small full stops", "/generic/%EF%B9%92%EF%B9%92/admin"},
+		{"fullwidth reverse solidus", "/generic/..%EF%BC%BCadmin"},
+		{"small reverse solidus", "/generic/..%EF%B9%A8admin"},
+		{"fullwidth solidus", "/generic/..%EF%BC%8Fadmin"},
+		{"overlong slash", "/generic/..%c0%afadmin"},
 	} {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			refused(t, "400", "--path-as-is", "http://"+plain.hostPort()+tc.path)
@@ -121,6 +130,12 @@ func TestCurlThroughProxy(t *testing.T) {
 	t.Run("dots inside a segment pass", func(t *testing.T) {
 		e := decode(t, curl(t, addr, "http://"+plain.hostPort()+"/generic/a..b/.x"))
 		if e.URI != "/generic/a..b/.x" {
+			t.Fatalf("target saw %q", e.URI)
+		}
+	})
+	t.Run("a stray percent and leaders inside a segment pass", func(t *testing.T) {
+		e := decode(t, curl(t, addr, "http://"+plain.hostPort()+"/generic/100%25zz/a%E2%80%A5b"))
+		if e.URI != "/generic/100%25zz/a%E2%80%A5b" {
 			t.Fatalf("target saw %q", e.URI)
 		}
 	})

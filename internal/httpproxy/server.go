@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/text/unicode/norm"
 	"io"
 	"log/slog"
 	"net"
@@ -396,35 +397,79 @@ func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
 // must not let /api/../admin (which the target resolves to /admin) through.
 func hasDotSegment(escaped string) bool {
 	// Decoded up to three times: a server (or a chain of them) may decode
-	// more than once ("%252e", "%25%32%65").
+	// more than once ("%252e", "%25%32%65"). Each decoding keeps a "%" that
+	// starts no escape as it is, as lenient servers do, so that a stray one
+	// cannot hide the layers behind it.
 	variants := []string{escaped}
 	for cur := escaped; len(variants) < 4; {
-		dec, err := url.PathUnescape(cur)
-		if err != nil || dec == cur {
+		dec := lenientUnescape(cur)
+		if dec == cur {
 			break
 		}
 		variants = append(variants, dec)
 		cur = dec
 	}
-	// Dots other stacks take for ".": overlong UTF-8 (old Tomcat, IIS) and
-	// the fullwidth full stop (after NFKC).
-	dots := strings.NewReplacer("\xc0\xae", ".", "\xe0\x80\xae", ".", "\uff0e", ".", "\uff0f", "/")
+	// Dots other stacks take for ".": overlong UTF-8 (old Tomcat, IIS), and
+	// every character that NFKC turns into dots or slashes (the fullwidth
+	// full stop, the one and two dot leaders, the small full stop, the
+	// fullwidth and small solidus and reverse solidus).
+	overlong := strings.NewReplacer("\xc0\xae", ".", "\xe0\x80\xae", ".", "\xc0\xaf", "/", "\xe0\x80\xaf", "/")
 	for _, p := range variants {
-		p = dots.Replace(p)
-		for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
-			// Java servers drop ";params" from a segment before resolving
-			// it ("..;" is ".."), and String.trim drops blanks and control
-			// characters at both ends.
-			if i := strings.IndexByte(seg, ';'); i >= 0 {
-				seg = seg[:i]
-			}
-			seg = strings.TrimFunc(seg, func(r rune) bool { return r <= ' ' })
-			if seg == "." || seg == ".." {
+		for _, p := range []string{p, norm.NFKC.String(overlong.Replace(p))} {
+			if dotSegment(p) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// dotSegment reports whether a decoded path has a "." or ".." segment.
+func dotSegment(p string) bool {
+	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+		// Java servers drop ";params" from a segment before resolving it
+		// ("..;" is ".."), and String.trim drops blanks and control
+		// characters at both ends.
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		seg = strings.TrimFunc(seg, func(r rune) bool { return r <= ' ' })
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// lenientUnescape decodes every valid %XX escape of s and keeps the rest.
+func lenientUnescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func stripDefaultPort(scheme, hostport string) string {
