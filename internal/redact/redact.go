@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,7 +122,10 @@ func formsOf(v []byte) [][]byte {
 
 // Forms is the set of texts that reveal some secrets, computed once for
 // redacting many texts (the headers of a response, say). Zero clears it.
-type Forms struct{ f [][]byte }
+type Forms struct {
+	f   [][]byte
+	raw [][]byte // the secrets, for looking inside base64 runs
+}
 
 // NewForms computes the forms of each secret long enough to look for.
 func NewForms(secrets [][]byte) *Forms {
@@ -129,9 +133,38 @@ func NewForms(secrets [][]byte) *Forms {
 	for _, v := range secrets {
 		if len(v) >= connector.MinSecretLen {
 			fs.f = append(fs.f, formsOf(v)...)
+			fs.raw = append(fs.raw, bytes.Clone(v))
 		}
 	}
 	return fs
+}
+
+// b64Run is a run of text that may be base64 (standard or URL alphabet).
+var b64Run = regexp.MustCompile(`[A-Za-z0-9+/_-]{6,}={0,2}`)
+
+// revealedBy reports whether a base64 run decodes to text holding a secret
+// (such as an HTTP Basic credential "user:password"): the encoded groups at
+// the secret's ends mix in its neighbours' bits, so no fixed form of the
+// secret alone finds all of it there.
+func (fs *Forms) revealedBy(tok []byte) bool {
+	t := bytes.TrimRight(tok, "=")
+	if len(t)%4 == 1 {
+		t = t[:len(t)-1]
+	}
+	dec := make([]byte, base64.RawStdEncoding.DecodedLen(len(t)))
+	defer clear(dec)
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		n, err := enc.Decode(dec, t)
+		if err != nil {
+			continue
+		}
+		for _, v := range fs.raw {
+			if bytes.Contains(dec[:n], v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Empty reports whether there is nothing to look for.
@@ -143,6 +176,15 @@ func (fs *Forms) String(s string) string {
 		return s
 	}
 	b, found := []byte(s), false // bytes: no copy of a form is made
+	// Base64 runs that decode to a secret go whole, before the forms below
+	// could cut one into pieces that each reveal a part.
+	b = b64Run.ReplaceAllFunc(b, func(tok []byte) []byte {
+		if fs.revealedBy(tok) {
+			found = true
+			return []byte(Mark)
+		}
+		return tok
+	})
 	for _, f := range fs.f {
 		if len(f) > 0 && bytes.Contains(b, f) {
 			b, found = bytes.ReplaceAll(b, f, []byte(Mark)), true
@@ -162,7 +204,10 @@ func (fs *Forms) Zero() {
 	for _, f := range fs.f {
 		clear(f)
 	}
-	fs.f = nil
+	for _, v := range fs.raw {
+		clear(v)
+	}
+	fs.f, fs.raw = nil, nil
 }
 
 // String returns s with every form of each secret replaced by Mark.

@@ -145,3 +145,29 @@ func TestFormsZero(t *testing.T) {
 		t.Errorf("after Zero: %q", got)
 	}
 }
+
+// TestBasicCredentialAnyAlignment: a password inside an HTTP Basic
+// credential is redacted whole, whatever the length of the user name
+// before it (which decides how its ends share base64 groups with its
+// neighbours) and however short the password.
+func TestBasicCredentialAnyAlignment(t *testing.T) {
+	for _, pw := range []string{"Pw12", "hunter2", "S3cretPw!", "a-longer-secret-value"} {
+		for _, user := range []string{"", "a", "ab", "abc", "abcd", "abcde"} {
+			t.Run(user+":"+pw, func(t *testing.T) {
+				for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawURLEncoding} {
+					text := "Authorization: Basic " + enc.EncodeToString([]byte(user+":"+pw)) + ", next"
+					got := String(text, [][]byte{[]byte(pw)})
+					if got != "Authorization: Basic "+Mark+", next" {
+						t.Errorf("%q redacted to %q", text, got)
+					}
+				}
+			})
+		}
+	}
+	t.Run("other base64 stays", func(t *testing.T) {
+		text := "etag " + base64.StdEncoding.EncodeToString([]byte("no secret here at all"))
+		if got := String(text, [][]byte{[]byte("hunter2")}); got != text {
+			t.Errorf("%q became %q", text, got)
+		}
+	})
+}
