@@ -150,6 +150,14 @@ func (a *awsConnector) Connect(r *http.Request, creds connector.CredentialValues
 	if len(secret) == 0 {
 		return errors.New("aws: credential secretAccessKey is missing")
 	}
+	for _, k := range []struct {
+		name string
+		v    []byte
+	}{{"accessKeyId", akid}, {"secretAccessKey", secret}, {"accessToken", token}} {
+		if err := checkKey(k.name, k.v); err != nil {
+			return fmt.Errorf("aws: %w", err)
+		}
+	}
 	if r.URL.Query().Has("X-Amz-Signature") {
 		return badRequest("presigned URLs are not supported; send the request signed in the Authorization header")
 	}

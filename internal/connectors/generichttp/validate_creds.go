@@ -12,8 +12,11 @@ import (
 // ValidateCredentials implements connector.CredentialsValidator: every
 // credential that a header, query parameter, OAuth 1.0a template or
 // credentialValidations entry refers to must be declared by the service, so
-// that a typo is found at start-up rather than by the first request.
-func (plugin) ValidateCredentials(block []byte, names []string, _ connector.CredentialValuesByID) error {
+// that a typo is found at start-up rather than by the first request. The
+// values known at load must match their credentialValidations patterns,
+// and headers made of them must hold no line break or NUL (both checked
+// again per request).
+func (plugin) ValidateCredentials(block []byte, names []string, known connector.CredentialValuesByID) error {
 	cfg, err := parseConfig(block)
 	if err != nil {
 		return err
@@ -50,9 +53,43 @@ func (plugin) ValidateCredentials(block []byte, names []string, _ connector.Cred
 	for _, v := range cfg.validations {
 		if _, ok := data[v.cred]; !ok {
 			errs = append(errs, fmt.Errorf("credentialValidations.%s: the service declares no credential %q", v.cred, v.cred))
+			continue
+		}
+		if val, ok := known[v.cred]; ok && !v.re.Match(val) {
+			errs = append(errs, fmt.Errorf("credential %s: does not match its credentialValidations pattern%s", v.cred, lineBreakHint(val)))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Headers made of known values (the others stand in as "x").
+	for n, v := range known {
+		if _, ok := data[n]; ok {
+			data[n] = string(v)
+		}
+	}
+	defer clear(data)
+	for _, h := range cfg.headers {
+		if val, err := render(h.t, data); err == nil && strings.ContainsAny(val, "\r\n\x00") {
+			hint := ""
+			for n, v := range known {
+				if hint = lineBreakHint(v); hint != "" {
+					hint = " (credential " + n + hint[len(" (it"):]
+					break
+				}
+			}
+			errs = append(errs, fmt.Errorf("config.headers.%s: would contain a line break or NUL%s", h.name, hint))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// lineBreakHint points out a value that ends with a line break, or "".
+func lineBreakHint(v []byte) string {
+	if n := len(v); n > 0 && v[n-1] == '\n' {
+		return " (it ends with a line break: a file written with echo has one; write it with printf '%s')"
+	}
+	return ""
 }
 
 var _ connector.CredentialsValidator = plugin{}
