@@ -733,6 +733,27 @@ func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 	return b.Serve(ctx, reload)
 }
 
+// Warnings lists, as FILE:LINE: KEY: message, what the broker logs as a
+// warning when it loads cfg: HTTP services' URL patterns that probably
+// match more than meant.
+func Warnings(cfg *config.Config, reg *registry.Registry) []string {
+	var out []string
+	for _, s := range cfg.Services {
+		e, ok := reg.Lookup(s.Connector)
+		if !ok || e.Type != sdk.TypeHTTPConnector {
+			continue
+		}
+		pcfg, _, err := httpproxy.ParseConfig(s.Config)
+		if err != nil {
+			continue
+		}
+		for _, w := range pcfg.Warnings {
+			out = append(out, cfg.ConfigKeyProblem(s, "authenticateURLsMatching", "URL pattern may match more than meant; credentials go to every URL it matches: "+w).Error())
+		}
+	}
+	return out
+}
+
 // SuggestConnector is the registered connector id that an unknown id is
 // probably a typo or another name of, or "".
 func SuggestConnector(reg *registry.Registry, id string) string {

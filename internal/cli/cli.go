@@ -315,6 +315,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if err := broker.CheckConnectors(cfg, reg, nil, !checkPlugins); err != nil {
 		return fail(stderr, err)
 	}
+	for _, w := range broker.Warnings(cfg, reg) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	if !checkPlugins {
 		// Without plugins, a connector that is not built in cannot be
 		// checked; one close to a built-in id may be a typo of it, or a

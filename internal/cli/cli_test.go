@@ -73,6 +73,7 @@ func TestValidate(t *testing.T) {
 	t.Setenv("X", "x")
 	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
 	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
+	loose := writeFile(t, "loose.yml", "version: 2\nservices:\n  api:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:18080\n    credentials:\n      token: t0ken-value\n    config:\n      authenticateURLsMatching: ^http://api.example.com/\n      headers:\n        Authorization: 'Bearer {{ .token }}'\n")
 	nearBuiltin := writeFile(t, "pgx.yml", "version: 2\nservices:\n  r:\n    connector: pgx\n    listenOn: tcp://127.0.0.1:16379\n")
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
 	emptyDir := t.TempDir()
@@ -103,6 +104,8 @@ func TestValidate(t *testing.T) {
 		{"plugin connector missing with -p", []string{"validate", "-f", plugin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `plugin.yml:4: services.r.connector: unknown connector "redis"`},
 		{"plugin id close to a built-in one, without -p", []string{"validate", "-f", nearBuiltin}, ExitOK, "ok", `pgx (service r; not a typo of "pg"?)`},
 		{"plugin id close to a built-in one, missing with -p", []string{"validate", "-f", nearBuiltin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `unknown connector "pgx"; did you mean "pg"?`},
+		{"loose URL pattern warned about", []string{"validate", "-f", loose}, ExitOK, "ok (1 services)",
+			`warning: ` + loose + `:9: services.api.config.authenticateURLsMatching: URL pattern may match more than meant`},
 		{"sslmode from env", []string{"validate", "-f", envMode}, ExitFailure, "", "envmode.yml:9: services.db.credentials.sslmode: rejected by connector \"pg\": must be one of"},
 		{"port from env", []string{"validate", "-f", envPort}, ExitFailure, "", "envport.yml:9: services.db.credentials.port:"},
 		{"root certificate from file", []string{"validate", "-f", fileRoot}, ExitFailure, "", "fileroot.yml:10: services.db.credentials.sslrootcert:"},
