@@ -165,3 +165,32 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryHTTPConfigProblemReported: several problems under one key of an
+// HTTP service's config block are each reported, with their own paths.
+func TestEveryHTTPConfigProblemReported(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "s.yml")
+	cfg := "version: 2\nservices:\n  g:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:18181\n    credentials:\n      token: abcdefgh\n" +
+		"    config:\n      authenticateURLsMatching: [\"(\", \"[\"]\n      timeouts: {dial: 5, foo: 1s}\n      headers:\n        Authorization: 'Bearer {{ .token }}'\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := NewRegistry(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckConnectors(c, reg, nil, false)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"authenticateURLsMatching[0]: invalid regex", "authenticateURLsMatching[1]: invalid regex",
+		"timeouts.dial: invalid duration", "timeouts.foo: unknown timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

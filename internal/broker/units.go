@@ -293,20 +293,27 @@ func newHTTPService(e registry.Entry, s config.Service, log *slog.Logger, live *
 // httpConfigProblems turns httpproxy.ParseConfig errors into problems whose
 // key path points into the service's config block.
 func httpConfigProblems(cfg *config.Config, s config.Service, err error) []config.Problem {
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
 	var out []config.Problem
-	for _, e := range errs {
+	for _, e := range flatten(err) {
 		var ke *httpproxy.KeyError
 		if errors.As(e, &ke) {
 			out = append(out, cfg.ConfigKeyProblem(s, ke.Key, ke.Msg))
 			continue
 		}
 		out = append(out, cfg.ServiceProblem(s, "config", "%v", e))
+	}
+	return out
+}
+
+// flatten is err's joined errors, at any depth, in order.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
 	}
 	return out
 }
