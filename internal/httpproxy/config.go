@@ -505,8 +505,19 @@ func parseIntercept(v *yaml.Node) (*InterceptCA, error) {
 	if err != nil {
 		return nil, keyErrf(key, "load CA: %v", err)
 	}
-	if !cert.Leaf.IsCA {
+	leaf := cert.Leaf
+	if !leaf.IsCA {
 		return nil, keyErrf(key+".caCert", "%s is not a CA certificate (basicConstraints CA:TRUE is required)", ic.CertFile)
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, keyErrf(key+".caCert", "%s may not sign certificates (its keyUsage lacks keyCertSign)", ic.CertFile)
+	}
+	// The certificates it signs are checked against it by the clients: an
+	// expired CA fails every intercepted connection.
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return nil, keyErrf(key+".caCert", "%s expired on %s", ic.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	} else if now.Before(leaf.NotBefore) {
+		return nil, keyErrf(key+".caCert", "%s is not valid before %s", ic.CertFile, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	ic.Cert = cert
 	return ic, nil

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,14 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	leafFile := filepath.Join(t.TempDir(), "leaf.pem")
+	expiredCert, expiredKey := newTestCAWith(t, "expired", func(c *x509.Certificate) {
+		c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	}).files(t)
+	futureCert, futureKey := newTestCAWith(t, "future", func(c *x509.Certificate) { c.NotBefore = time.Now().Add(24 * time.Hour) }).files(t)
+	noSignCert, noSignKey := newTestCAWith(t, "nosign", func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature }).files(t)
+	intercept := func(c, k string) string {
+		return "authenticateURLsMatching: ^https\ninterceptConnect:\n  caCert: " + c + "\n  caKey: " + k
+	}
 	tests := []struct {
 		name     string
 		block    string
@@ -66,6 +75,12 @@ func TestParseConfig(t *testing.T) {
 			wantErr: []string{"timeouts.dial: invalid duration \"soon\"", "timeouts.nap: unknown timeout"}},
 		{name: "missing caBundle file", block: "authenticateURLsMatching: ^http\ncaBundle: /nonexistent/ca.pem", wantErr: []string{"caBundle: open /nonexistent/ca.pem"}},
 		{name: "caBundle without PEM", block: "authenticateURLsMatching: ^http\ncaBundle: " + notPEM, wantErr: []string{"caBundle: " + notPEM + " holds no PEM certificate"}},
+		{name: "interceptConnect with an expired CA", block: intercept(expiredCert, expiredKey),
+			wantErr: []string{"interceptConnect.caCert: " + expiredCert + " expired on "}},
+		{name: "interceptConnect with a CA not valid yet", block: intercept(futureCert, futureKey),
+			wantErr: []string{"interceptConnect.caCert: " + futureCert + " is not valid before "}},
+		{name: "interceptConnect with a CA that may not sign", block: intercept(noSignCert, noSignKey),
+			wantErr: []string{"interceptConnect.caCert: " + noSignCert + " may not sign certificates"}},
 		{name: "interceptConnect incomplete", block: "authenticateURLsMatching: ^http\ninterceptConnect:\n  caCert: x\n  extra: 1",
 			wantErr: []string{"interceptConnect.extra: unknown key", "interceptConnect.caKey: required"}},
 		{name: "interceptConnect with a missing file", block: "authenticateURLsMatching: ^http\ninterceptConnect:\n  caCert: " + leafFile + "\n  caKey: " + keyFile,
