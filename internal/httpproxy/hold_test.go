@@ -235,3 +235,59 @@ func TestActiveCountsRequests(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRedirectBodyRedactionKeepsHeadAndPace: the redaction of small
+// redirect bodies leaves a HEAD answer's Content-Length alone, and a
+// redirect whose body is slow gets its headers at once (its body then
+// passes as it comes).
+func TestRedirectBodyRedactionKeepsHeadAndPace(t *testing.T) {
+	fetch := staticFetch(map[string]string{"key": "HeadKey-Secret-1"})
+	tgt := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			w.Header().Set("Location", "/elsewhere")
+			w.WriteHeader(http.StatusFound)
+			_, _ = io.WriteString(w, "moving ")
+			w.(http.Flusher).Flush()
+			time.Sleep(3 * time.Second)
+			_, _ = io.WriteString(w, "on\n")
+		default:
+			w.Header().Set("Location", "/elsewhere")
+			w.Header().Set("Content-Length", "41")
+			w.WriteHeader(http.StatusFound)
+			if r.Method != http.MethodHead {
+				_, _ = io.WriteString(w, strings.Repeat("x", 40)+"\n")
+			}
+		}
+	}))
+	block := "authenticateURLsMatching: ['^http://127\\.0\\.0\\.1:']\nqueryParams:\n  apikey: '{{ .key }}'\n"
+	rt, _ := routeFromYAML(t, "q", block, generichttp.Plugin(), fetch)
+	s, _ := startProxy(t, []Route{rt}, Options{})
+	c := proxyClient(s, nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	t.Run("HEAD", func(t *testing.T) {
+		resp, err := c.Head("http://" + tgt.hostPort() + "/r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Length"); got != "41" {
+			t.Errorf("Content-Length %q, want the target's 41", got)
+		}
+	})
+	t.Run("slow body", func(t *testing.T) {
+		start := time.Now()
+		resp, err := c.Get("http://" + tgt.hostPort() + "/slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("headers after %s, want them before the slow body ends", d)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != "moving on\n" {
+			t.Errorf("body %q, %v", b, err)
+		}
+	})
+}

@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -615,15 +614,23 @@ func (t *trailerRedactor) Read(p []byte) (int, error) {
 // maxRedactedBody is the largest response body redactSmallBody reads.
 const maxRedactedBody = 64 << 10
 
+// redactWait is how long redactSmallBody waits for a body to arrive whole
+// before it passes the body on as it comes, unredacted, as for a long one:
+// a slow body must not hold back the response's headers.
+const redactWait = time.Second
+
 // redactSmallBody replaces res.Body, when it is at most maxRedactedBody
-// bytes, with its redacted text; a longer body passes unchanged.
+// bytes and arrives within redactWait, with its redacted text; any other
+// body passes unchanged, from what has arrived so far on.
 func redactSmallBody(res *http.Response, secrets *redact.Forms) {
-	if res.ContentLength > maxRedactedBody {
+	if res.ContentLength > maxRedactedBody || res.Body == nil || res.Body == http.NoBody ||
+		res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNotModified {
 		return
 	}
-	head, err := io.ReadAll(io.LimitReader(res.Body, maxRedactedBody+1))
-	if err != nil || len(head) > maxRedactedBody {
-		res.Body = readCloser{io.MultiReader(bytes.NewReader(head), res.Body), res.Body}
+	p := newPrefetch(res.Body, maxRedactedBody)
+	head, whole := p.wait(redactWait)
+	if !whole {
+		res.Body = p
 		return
 	}
 	_ = res.Body.Close()
@@ -634,10 +641,82 @@ func redactSmallBody(res *http.Response, secrets *redact.Forms) {
 	res.TransferEncoding = nil
 }
 
-type readCloser struct {
-	io.Reader
-	io.Closer
+// prefetch reads a body ahead, up to a limit, in a goroutine of its own;
+// read as a Reader it gives what it has read and then the rest of the body.
+type prefetch struct {
+	body io.ReadCloser
+	mu   sync.Mutex
+	cond *sync.Cond
+	buf  []byte
+	err  error // the body's error (io.EOF at its end)
+	done bool  // the goroutine has stopped reading
 }
+
+func newPrefetch(body io.ReadCloser, limit int) *prefetch {
+	p := &prefetch{body: body}
+	p.cond = sync.NewCond(&p.mu)
+	go func() {
+		tmp := make([]byte, 4096)
+		for {
+			n, err := body.Read(tmp)
+			p.mu.Lock()
+			p.buf = append(p.buf, tmp[:n]...)
+			over := len(p.buf) > limit
+			if err != nil || over {
+				p.err, p.done = err, true
+			}
+			p.cond.Broadcast()
+			p.mu.Unlock()
+			if err != nil || over {
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// wait waits up to d for the whole body and returns it, with true, when it
+// came whole (ended by EOF within the limit).
+func (p *prefetch) wait(d time.Duration) ([]byte, bool) {
+	timedOut := false
+	t := time.AfterFunc(d, func() {
+		p.mu.Lock()
+		timedOut = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer t.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.done && !timedOut {
+		p.cond.Wait()
+	}
+	if p.done && errors.Is(p.err, io.EOF) {
+		return p.buf, true
+	}
+	return nil, false
+}
+
+func (p *prefetch) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	for len(p.buf) == 0 && !p.done {
+		p.cond.Wait()
+	}
+	if len(p.buf) > 0 {
+		n := copy(b, p.buf)
+		p.buf = p.buf[n:]
+		p.mu.Unlock()
+		return n, nil
+	}
+	err := p.err
+	p.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return p.body.Read(b) // stopped at the limit: the rest comes straight
+}
+
+func (p *prefetch) Close() error { return p.body.Close() }
 
 // idleBody is a request body that fails once the client has sent nothing
 // for idle: a stalled upload must not hold its connection and buffers.
