@@ -145,17 +145,21 @@ func TestStalledBodies(t *testing.T) {
 	}))
 	fetch := staticFetch(map[string]string{"token": "t0ken-x"})
 	tests := []struct {
-		name  string
-		block string
-		opts  Options
+		name   string
+		block  string
+		opts   Options
+		status int
+		text   string // in the body and the log
 	}{
-		{"request timeout", "timeouts: {request: 500ms}\n", Options{}},
-		{"body idle timeout", "", Options{BodyIdleTimeout: 500 * time.Millisecond}},
+		{"request timeout", "timeouts: {request: 500ms}\n", Options{}, http.StatusGatewayTimeout,
+			"the request timed out (timeouts.request) before the client had sent its whole body"},
+		{"body idle timeout", "", Options{BodyIdleTimeout: 500 * time.Millisecond}, http.StatusRequestTimeout,
+			"the client sent no bytes of the request body for 500ms"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rt, _ := routeFromYAML(t, "s", "authenticateURLsMatching: '^http://127\\.0\\.0\\.1:'\n"+tc.block, bearerPlugin, fetch)
-			s, _ := startProxy(t, []Route{rt}, tc.opts)
+			s, logs := startProxy(t, []Route{rt}, tc.opts)
 			c, err := net.Dial("tcp", s.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -167,9 +171,13 @@ func TestStalledBodies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no answer to a stalled upload: %v", err)
 			}
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode < 400 {
-				t.Errorf("status %d", resp.StatusCode)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.text) {
+				t.Errorf("status %d, body %q; want %d and %q", resp.StatusCode, body, tc.status, tc.text)
+			}
+			if !strings.Contains(logs.String(), tc.text) {
+				t.Errorf("log lacks %q:\n%s", tc.text, logs.String())
 			}
 		})
 	}

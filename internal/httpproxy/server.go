@@ -18,6 +18,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
+	"os"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -728,9 +729,10 @@ func (p *prefetch) Close() error { return p.body.Close() }
 type idleBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
-	idle time.Duration
-	mu   sync.Mutex
-	done bool
+	idle    time.Duration
+	mu      sync.Mutex
+	done    bool
+	stalled bool // a read ran into the idle deadline
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -746,11 +748,24 @@ func (b *idleBody) Read(p []byte) (int, error) {
 			b.done = true
 			if errors.Is(err, io.EOF) {
 				_ = b.rc.SetReadDeadline(time.Time{})
+			} else if errors.Is(err, os.ErrDeadlineExceeded) {
+				b.stalled = true
 			}
 		}
 		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// stalledUpload reports whether the body failed because the client sent
+// nothing of it for the idle time.
+func (b *idleBody) stalledUpload() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stalled
 }
 
 func (b *idleBody) Close() error {
@@ -922,6 +937,11 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	var pe *proxyError
 	var ne net.Error
 	switch {
+	case st != nil && st.body.stalledUpload() && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		// The client stopped sending its body: its fault, not the target's.
+		status, public = http.StatusRequestTimeout, fmt.Sprintf("the client sent no bytes of the request body for %s", st.body.idle)
+	case st != nil && st.body.stalledUpload():
+		status, public = http.StatusGatewayTimeout, "the request timed out (timeouts.request) before the client had sent its whole body"
 	case errors.As(err, &pe):
 		status, public = pe.status, pe.public
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
@@ -943,7 +963,7 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		// repeat an injected credential.
 		public, logged = st.secrets.String(public), st.secrets.String(logged)
 	}
-	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "error", logged)
+	s.log.Log(r.Context(), level, "request failed", "service", service, "method", r.Method, "url", shown, "status", status, "answer", public, "error", logged)
 	writeError(w, status, "secretless: "+public)
 }
 
