@@ -728,7 +728,7 @@ func (p *prefetch) Close() error { return p.body.Close() }
 // at once too, and the connection is closed.
 type idleBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
+	rc      *http.ResponseController
 	idle    time.Duration
 	mu      sync.Mutex
 	done    bool
