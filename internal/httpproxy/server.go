@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"golang.org/x/text/unicode/norm"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
 	"github.com/secretless-broker/secretless-broker/internal/redact"

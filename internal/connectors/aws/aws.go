@@ -31,11 +31,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/secretless-broker/secretless-broker/internal/budget"
 	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/budget"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"

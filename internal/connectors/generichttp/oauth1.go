@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/secretless-broker/secretless-broker/internal/budget"
 	"io"
 	"mime"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/budget"
 )
 
 // maxFormBody bounds the form body read to include its parameters in an

@@ -2,10 +2,11 @@ package pg
 
 import (
 	"fmt"
+	"io"
+
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 	"github.com/secretless-broker/secretless-broker/sdk/log"
-	"io"
 )
 
 // ID is the connector id that services name in their "connector" key.

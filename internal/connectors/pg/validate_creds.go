@@ -1,8 +1,9 @@
 package pg
 
 import (
-	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"strings"
+
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
