@@ -228,7 +228,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer prof.close()
 	}
-	b, err := broker.Prepare(broker.Options{
+	b, err := prepareInterruptible(ctx, broker.Options{
 		ConfigFile: file, PluginDir: *pluginDir, ChecksumFile: *sumFile,
 		HealthAddr: *healthAddr, ShutdownTimeout: *grace, Logger: log,
 	})
@@ -266,6 +266,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	return ExitOK
+}
+
+// prepare is broker.Prepare (a variable for tests).
+var prepare = broker.Prepare
+
+// startupAbandon is how long a start-up interrupted by SIGTERM or SIGINT
+// may still take to finish (it then starts and shuts down at once, as
+// before) before the broker gives up on it and exits.
+const startupAbandon = 2 * time.Second
+
+// prepareInterruptible runs prepare, but returns an error startupAbandon
+// after ctx is done if prepare has not returned by then: nothing has
+// opened a listener yet, so exiting is safe, and a start-up stuck on
+// something (a plugin's init, a file system) cannot hold off a SIGTERM.
+func prepareInterruptible(ctx context.Context, opts broker.Options) (*broker.Broker, error) {
+	type result struct {
+		b   *broker.Broker
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := prepare(opts)
+		done <- result{b, err}
+	}()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-time.After(startupAbandon):
+		return nil, fmt.Errorf("start-up interrupted by a signal: it had not finished %s later (loading plugins or reading files?)", startupAbandon)
+	}
 }
 
 // validateLogger is the plugin loader's logger for validate: its warnings

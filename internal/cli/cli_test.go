@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -16,6 +18,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/broker"
 )
 
 func runMain(t *testing.T, args ...string) (int, string, string) {
@@ -283,5 +288,32 @@ func TestValidateLogger(t *testing.T) {
 	log.Warn("PLUGIN CHECKSUMS ARE NOT VERIFIED")
 	if out := buf.String(); !strings.Contains(out, "PLUGIN CHECKSUMS ARE NOT VERIFIED") || strings.Contains(out, "plugin checked") {
 		t.Fatalf("stderr:\n%s", out)
+	}
+}
+
+// TestSignalDuringStuckStartup: a SIGTERM during a start-up that does not
+// finish ends the broker startupAbandon later, with a message; a start-up
+// that finishes in that time is used as usual.
+func TestSignalDuringStuckStartup(t *testing.T) {
+	defer func(p func(broker.Options) (*broker.Broker, error)) { prepare = p }(prepare)
+	release := make(chan struct{})
+	defer close(release)
+	prepare = func(broker.Options) (*broker.Broker, error) {
+		<-release
+		return nil, errors.New("released")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	_, err := prepareInterruptible(ctx, broker.Options{})
+	if err == nil || !strings.Contains(err.Error(), "start-up interrupted by a signal") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d < startupAbandon || d > startupAbandon+2*time.Second {
+		t.Errorf("gave up after %s, want about %s", d, startupAbandon)
+	}
+	prepare = func(broker.Options) (*broker.Broker, error) { return nil, errors.New("prepared") }
+	if _, err := prepareInterruptible(ctx, broker.Options{}); err == nil || err.Error() != "prepared" {
+		t.Errorf("a start-up that finishes: err = %v", err)
 	}
 }
