@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 )
 
 // Keys of a service's config block that the proxy itself reads. ParseConfig
@@ -140,7 +142,7 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 	}
 	var errs []error
 	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	seen := map[string]bool{}
+	seen, typoed := map[string]bool{}, map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if seen[k.Value] {
@@ -170,13 +172,20 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 		case KeyInterceptConnect:
 			cfg.Intercept, err = parseIntercept(v)
 		default:
+			// A typo of a proxy key is the proxy's to report: the connector
+			// would call it unknown, and the key meant "missing".
+			if meant := typo.Closest(k.Value, proxyKeys, nil); meant != "" {
+				err = keyErrf(k.Value, "unknown key; did you mean %q?", meant)
+				typoed[meant] = true
+				break
+			}
 			rest.Content = append(rest.Content, k, v)
 		}
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if !seen[KeyAuthenticateURLsMatching] {
+	if !seen[KeyAuthenticateURLsMatching] && !typoed[KeyAuthenticateURLsMatching] {
 		errs = append(errs, &KeyError{Key: KeyAuthenticateURLsMatching, Msg: "required: list the URL patterns (regular expressions) this service adds credentials to"})
 	}
 	if len(errs) > 0 {
@@ -192,6 +201,9 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 	}
 	return cfg, restBytes, nil
 }
+
+// proxyKeys are the keys ParseConfig takes.
+var proxyKeys = []string{KeyAuthenticateURLsMatching, KeyForceSSL, KeyAllowWebSockets, KeyPassthroughUnmatched, KeyCABundle, KeyTimeouts, KeyInterceptConnect}
 
 // hostStart is what an anchored URL pattern starts with: optional flags, ^
 // and a scheme.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/connkeys"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -190,5 +192,30 @@ func TestLoosePattern(t *testing.T) {
 				t.Errorf("LoosePattern(%q) = %q, want loose %v", tc.pattern, LoosePattern(tc.pattern), tc.loose)
 			}
 		})
+	}
+}
+
+// TestProxyKeysShared: the list of proxy keys that connectors' key checks
+// use is the proxy's own.
+func TestProxyKeysShared(t *testing.T) {
+	if strings.Join(connkeys.ProxyKeys, ",") != strings.Join(proxyKeys, ",") {
+		t.Fatalf("connkeys.ProxyKeys %v, proxy keys %v", connkeys.ProxyKeys, proxyKeys)
+	}
+}
+
+// TestProxyKeyTypo: a typo of a proxy key is reported as such, and the key
+// meant is not also reported missing.
+func TestProxyKeyTypo(t *testing.T) {
+	_, _, err := ParseConfig([]byte("authenticateURLMatching: ^http://a\\.b/\nforcessl: true\n"))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`authenticateURLMatching: unknown key; did you mean "authenticateURLsMatching"?`, `forcessl: unknown key; did you mean "forceSSL"?`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "required") {
+		t.Errorf("the key meant is reported missing too:\n%v", err)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/budget"
+	"github.com/secretless-broker/secretless-broker/internal/connkeys"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
@@ -68,11 +69,7 @@ func (plugin) NewConnector(connector.Resources) sdkhttp.Connector {
 
 // ValidateConfig accepts only an empty block.
 func (plugin) ValidateConfig(config []byte) error {
-	switch string(bytes.TrimSpace(config)) {
-	case "", "{}", "null", "~":
-		return nil
-	}
-	return errors.New("aws takes no config keys besides the proxy's (authenticateURLsMatching, forceSSL, ...); put accessKeyId, secretAccessKey and accessToken under credentials")
+	return connkeys.Unknown(config, "aws", nil)
 }
 
 type awsConnector struct {

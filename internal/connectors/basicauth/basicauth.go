@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/secretless-broker/secretless-broker/internal/connkeys"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	sdkhttp "github.com/secretless-broker/secretless-broker/sdk/connector/http"
 )
@@ -33,13 +34,9 @@ type plugin struct{}
 func (plugin) NewConnector(connector.Resources) sdkhttp.Connector { return basicAuth{} }
 
 // ValidateConfig accepts only an empty block: basic_auth has no keys of its
-// own.
+// own. Each key given is reported by name.
 func (plugin) ValidateConfig(config []byte) error {
-	switch string(bytes.TrimSpace(config)) {
-	case "", "{}", "null", "~":
-		return nil
-	}
-	return errors.New("basic_auth takes no config keys besides the proxy's (authenticateURLsMatching, forceSSL, ...); put username and password under credentials")
+	return connkeys.Unknown(config, "basic_auth", nil)
 }
 
 type basicAuth struct{}

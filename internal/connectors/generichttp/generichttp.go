@@ -44,6 +44,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/secretless-broker/secretless-broker/internal/connkeys"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 	sdkhttp "github.com/secretless-broker/secretless-broker/sdk/connector/http"
 )
@@ -119,6 +120,9 @@ var hostManaged = map[string]bool{
 func parseConfig(block []byte) (*config, error) {
 	var raw rawConfig
 	if len(bytes.TrimSpace(block)) > 0 {
+		if err := connkeys.Unknown(block, "generic_http", []string{"headers", "queryParams", "oauth1", "credentialValidations"}); err != nil {
+			return nil, err
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(block))
 		dec.KnownFields(true)
 		if err := dec.Decode(&raw); err != nil {

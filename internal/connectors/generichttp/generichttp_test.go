@@ -31,7 +31,7 @@ func TestValidateConfig(t *testing.T) {
 		{name: "oauth1 two-legged", block: "oauth1:\n  consumer_key: '{{ .ck }}'\n  consumer_secret: '{{ .cs }}'\n"},
 		{name: "validations", block: "headers: {X-A: '{{ .a }}'}\ncredentialValidations:\n  a: '^[a-z]+$'\n"},
 		{name: "empty", block: "", wantErr: []string{"set at least one of headers, queryParams or oauth1"}},
-		{name: "unknown key", block: "headerz: {}\n", wantErr: []string{"field headerz not found"}},
+		{name: "unknown key", block: "headerz: {}\n", wantErr: []string{`config.headerz: unknown key; did you mean "headers"?`}},
 		{name: "bad template", block: "headers:\n  X-A: '{{ .a '\n", wantErr: []string{"headers.X-A: invalid template"}},
 		{name: "unknown function", block: "headers:\n  X-A: '{{ sha1 .a }}'\n", wantErr: []string{"headers.X-A: invalid template", "function \"sha1\" not defined"}},
 		{name: "bad header name", block: "headers:\n  'X A': v\n", wantErr: []string{"headers.X A: invalid header name"}},
