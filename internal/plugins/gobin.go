@@ -51,8 +51,10 @@ func (b *goBinary) buildFlags() string {
 		return k + "=false"
 	}
 	s := b.goVersion + " " + flag("-race") + " " + flag("-trimpath")
-	if v := b.settings["-gcflags"]; v != "" {
-		s += " -gcflags=" + v
+	for _, k := range []string{"-gcflags", "-tags"} {
+		if v := b.settings[k]; v != "" {
+			s += " " + k + "=" + v
+		}
 	}
 	return s
 }

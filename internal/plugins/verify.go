@@ -286,7 +286,7 @@ func digestEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare(x, y) == 1
 }
 
-const rebuildHint = "rebuild the plugin with the same Go version, the same -race/-trimpath flags, and from the same checkout/module versions as the broker (\"secretless-broker plugins check FILE.so\" names the exact change; \"secretless-broker plugins build\" builds with matching flags)"
+const rebuildHint = "rebuild the plugin with the same Go version and build flags as the broker (-race, -trimpath, -gcflags, -tags ...: compare the plugin's and the broker's settings above), from the same checkout/module versions (\"secretless-broker plugins check FILE.so\" names the exact change; \"secretless-broker plugins build\" builds with matching flags)"
 
 // checkCompatibility predicts what plugin.Open would say about each plugin,
 // in load order, from the package fingerprints of the executable, of the
@@ -297,7 +297,7 @@ func checkCompatibility(cands []*candidate, failed map[*candidate]bool) []error 
 		return []error{errorf(ErrNoPluginSupport, "this broker cannot check plugins: %w", err)}
 	}
 	if len(exe.pkgs) == 0 {
-		return []error{errorf(ErrNoPluginSupport, "this broker executable cannot load plugins: it exports no %s* symbols (built without cgo, statically linked, or without package plugin)", pkgHashPrefix)}
+		return []error{errorf(ErrNoPluginSupport, "this broker executable cannot load plugins: it exports no %s* symbols (built without cgo, statically linked, or without package plugin); rebuild the broker with CGO_ENABLED=1 and gcc installed, without -static", pkgHashPrefix)}
 	}
 	base := make(map[string]origin, len(exe.pkgs)+len(proc.pkgs))
 	for p, fp := range exe.pkgs {
