@@ -548,6 +548,9 @@ func (s *session) negotiateServerTLS(conn net.Conn, t *target, a tlsAttempt) (ne
 			e := newError(ErrTargetNoTLS, codeUnableToConnect,
 				fmt.Sprintf("the PostgreSQL server does not support SSL, but the service's sslmode %s requires it", t.sslmode), nil)
 			e.detail = "sslmode is require unless set; set the service's credential sslmode to prefer or disable, or enable ssl on the server"
+			if t.sslmodeSet {
+				e.detail = fmt.Sprintf("the service's credential sslmode is %s; enable ssl on the server (or, on a network you trust, lower the service's sslmode)", t.sslmode)
+			}
 			return nil, e
 		}
 		return nil, nil

@@ -59,7 +59,9 @@ type target struct {
 	database string // "" when the credentials do not fix one
 	extra    []param
 	sslmode  sslMode
-	tlsConf  *tls.Config // nil when TLS is never attempted
+	// sslmodeSet: the credentials give sslmode (else it is the default).
+	sslmodeSet bool
+	tlsConf    *tls.Config // nil when TLS is never attempted
 }
 
 // libpqOnly names libpq connection options that are not PostgreSQL startup
@@ -139,7 +141,7 @@ func parseCredentials(creds connector.CredentialValuesByID) (*target, error) {
 		t.sslmode = sslVerifyFull
 	}
 	if m := strings.TrimSpace(string(creds[credSSLMode])); m != "" {
-		t.sslmode = sslMode(m)
+		t.sslmode, t.sslmodeSet = sslMode(m), true
 	}
 	switch t.sslmode {
 	case sslDisable, sslAllow, sslPrefer, sslRequire, sslVerifyCA, sslVerifyFull:

@@ -76,7 +76,7 @@ func TestSSLModeMatrix(t *testing.T) {
 		{name: "no tls server: allow reports the server's refusal", noTLS: true, role: roleSSLOnly, sslmode: "allow",
 			wantCode: codeInvalidAuthSpec, wantText: "pg_hba.conf rejects connection"},
 		{name: "no tls server: verify-full", noTLS: true, sslmode: "verify-full", creds: map[string]string{"sslrootcert": ca},
-			wantCode: codeUnableToConnect, wantText: "does not support SSL"},
+			wantCode: codeUnableToConnect, wantText: "the service's credential sslmode is verify-full; enable ssl on the server"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,6 +60,8 @@ func validatePairs(names []string) error {
 	switch {
 	case !has[credHost]:
 		return credErr(credHost, "missing")
+	case !has[credUsername] && has["user"]:
+		return credErr("user", "not a pg credential: the login role is the username credential (rename user to username)")
 	case !has[credUsername]:
 		return credErr(credUsername, "missing")
 	case has[credSSLCert] && !has[credSSLKey]:

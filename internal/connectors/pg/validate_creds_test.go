@@ -25,6 +25,8 @@ func TestValidateCredentials(t *testing.T) {
 		{"literal host and port", []string{"host", "port", "username", "password"}, lit("host", "db", "port", "6432"), ""},
 		{"missing host", []string{"username", "password"}, nil, "credential host: missing"},
 		{"missing username", []string{"host", "password"}, lit("host", "db"), "credential username: missing"},
+		{"user instead of username", []string{"host", "user", "password"}, lit("host", "db", "user", "app"),
+			"credential user: not a pg credential: the login role is the username credential (rename user to username)"},
 		{"bad literal sslmode", []string{"host", "username", "sslmode"}, lit("sslmode", "requir"), "credential sslmode: must be one of"},
 		{"bad literal port", []string{"host", "username", "port"}, lit("port", "5432x"), "credential port: not a port number"},
 		{"sslcert without sslkey", []string{"host", "username", "sslcert"}, nil, "credential sslkey: missing (sslcert is set)"},
