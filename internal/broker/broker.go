@@ -10,10 +10,13 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -262,6 +265,15 @@ func Prepare(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	if err := CheckConnectors(cfg, b.reg, b.opts.Providers, false); err != nil {
+		var ce *config.Error
+		if _, serr := os.Stat(opts.PluginDir); opts.PluginDir != "" && errors.Is(serr, fs.ErrNotExist) && len(loaded) == 0 && errors.As(err, &ce) {
+			// An unknown connector may be a plugin in a mistyped directory.
+			for i, p := range ce.Problems {
+				if strings.HasSuffix(p.Path, ".connector") && strings.HasPrefix(p.Msg, "unknown connector") {
+					ce.Problems[i].Msg += fmt.Sprintf(" (the plugin directory %s does not exist, so no plugin was loaded)", opts.PluginDir)
+				}
+			}
+		}
 		return nil, err
 	}
 	if err := b.checkOwnAddresses(cfg); err != nil {

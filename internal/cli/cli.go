@@ -362,7 +362,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 			if _, ok := reg.Lookup(s.Connector); !ok {
 				meant := ""
 				if m := broker.SuggestConnector(reg, s.Connector); m != "" {
-					meant = fmt.Sprintf("; not a typo of %q?", m)
+					meant = fmt.Sprintf("; unless a plugin has this id, you meant %q", m)
 				}
 				unchecked = append(unchecked, fmt.Sprintf("%s (service %s%s)", s.Connector, s.Name, meant))
 			}

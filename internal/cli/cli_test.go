@@ -107,7 +107,7 @@ func TestValidate(t *testing.T) {
 		{"missing file", []string{"validate", "-f", filepath.Join(emptyDir, "none.yml")}, ExitFailure, "", "none.yml: no such file"},
 		{"plugin connector unchecked without -p", []string{"validate", "-f", plugin}, ExitOK, "ok", "not built in, so not checked"},
 		{"plugin connector missing with -p", []string{"validate", "-f", plugin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `plugin.yml:4: services.r.connector: unknown connector "redis"`},
-		{"plugin id close to a built-in one, without -p", []string{"validate", "-f", nearBuiltin}, ExitOK, "ok", `pgx (service r; not a typo of "pg"?)`},
+		{"plugin id close to a built-in one, without -p", []string{"validate", "-f", nearBuiltin}, ExitOK, "ok", `pgx (service r; unless a plugin has this id, you meant "pg")`},
 		{"plugin id close to a built-in one, missing with -p", []string{"validate", "-f", nearBuiltin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `unknown connector "pgx"; did you mean "pg"?`},
 		{"loose URL pattern warned about", []string{"validate", "-f", loose}, ExitOK, "ok (1 services)",
 			`warning: ` + loose + `:9: services.api.config.authenticateURLsMatching: URL pattern may match more than meant`},
@@ -173,6 +173,8 @@ func TestStartupFailures(t *testing.T) {
 			a := free()
 			return []string{"-f", cfgOn(a), "-p", noPlugins, "-health-addr", a}
 		}(), "is also the health server's (-health-addr "},
+		{"plugin connector with a plugin dir that does not exist", []string{"-f", writeFile(t, "r.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n"),
+			"-p", filepath.Join(noPlugins, "plugin"), "-health-addr", ""}, "(the plugin directory " + filepath.Join(noPlugins, "plugin") + " does not exist, so no plugin was loaded"},
 		{"checksum file without plugin dir", []string{"-f", cfgOn(free()), "-p", filepath.Join(noPlugins, "nope"), "-s", writeFile(t, "s.txt", ""), "-health-addr", ""}, "nope"},
 		{"config not found", []string{"-f", filepath.Join(noPlugins, "absent.yml")}, "absent.yml"},
 	}
