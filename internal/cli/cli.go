@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -204,6 +205,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageErr(stderr, "-log-format must be text or json, not %q", *logFormat)
+	}
+	if a := *healthAddr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			hint := ""
+			if _, err := strconv.Atoi(a); err == nil {
+				hint = fmt.Sprintf(" (:%s for port %s on every address)", a, a)
+			}
+			return usageErr(stderr, "-health-addr %q: want HOST:PORT or :PORT%s, or \"\" to turn the health server off", a, hint)
+		}
 	}
 	file, err := configFile(*cfgFile)
 	if err != nil {

@@ -60,6 +60,8 @@ func TestVersionAndHelp(t *testing.T) {
 		{"shutdown timeout without a unit", []string{"-shutdown-timeout", "30"}, ExitUsage, "", `invalid value "30" for flag -shutdown-timeout: want a duration with a unit, such as 30s or 2m`},
 		{"zero shutdown timeout", []string{"-shutdown-timeout", "0"}, ExitUsage, "", "-shutdown-timeout must be positive, not 0s"},
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, ExitUsage, "", "-shutdown-timeout must be positive, not -1s"},
+		{"health address without a port", []string{"-health-addr", "5335"}, ExitUsage, "", `-health-addr "5335": want HOST:PORT or :PORT (:5335 for port 5335 on every address)`},
+		{"health address host only", []string{"-health-addr", "localhost"}, ExitUsage, "", `-health-addr "localhost": want HOST:PORT or :PORT, or`},
 		{"plugins without subcommand", []string{"plugins"}, ExitUsage, "", "plugins sum DIR"},
 		{"plugins unknown", []string{"plugins", "frob"}, ExitUsage, "", `unknown subcommand "frob"`},
 		{"verify without -s", []string{"plugins", "verify", "-p", "/tmp"}, ExitUsage, "", "-s FILE is required"},
