@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"syscall"
 	"time"
@@ -202,12 +203,12 @@ func (File) Get(ctx context.Context, id string) ([]byte, error) {
 	}
 	f, err := os.OpenFile(id, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+		return nil, fmt.Errorf("read %s%s: %w", id, relNote(id), unwrapPath(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+		return nil, fmt.Errorf("read %s%s: %w", id, relNote(id), unwrapPath(err))
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("read %s: %w (%s)", id, ErrNotRegular, st.Mode().Type())
@@ -218,7 +219,7 @@ func (File) Get(ctx context.Context, id string) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		clear(b)
-		return nil, fmt.Errorf("read %s: %w", id, unwrapPath(err))
+		return nil, fmt.Errorf("read %s%s: %w", id, relNote(id), unwrapPath(err))
 	}
 	if len(b) > MaxFileSize {
 		clear(b)
@@ -236,7 +237,7 @@ func (f File) Peek(id string) ([]byte, error) { return f.Get(context.Background(
 func (File) Check(id string) error {
 	st, err := os.Stat(id)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", id, unwrapPath(err))
+		return fmt.Errorf("read %s%s: %w", id, relNote(id), unwrapPath(err))
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("read %s: %w (%s)", id, ErrNotRegular, st.Mode().Type())
@@ -246,9 +247,20 @@ func (File) Check(id string) error {
 	}
 	f, err := os.OpenFile(id, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", id, unwrapPath(err))
+		return fmt.Errorf("read %s%s: %w", id, relNote(id), unwrapPath(err))
 	}
 	return f.Close()
+}
+
+// relNote says where a relative path is read from, for error messages.
+func relNote(path string) string {
+	if filepath.IsAbs(path) {
+		return ""
+	}
+	if wd, err := os.Getwd(); err == nil {
+		return " (relative to the working directory " + wd + ")"
+	}
+	return " (relative to the working directory)"
 }
 
 func unwrapPath(err error) error {

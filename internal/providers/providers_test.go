@@ -142,3 +142,26 @@ func TestCheckID(t *testing.T) {
 		})
 	}
 }
+
+// TestFileRelativePathNamed: an error about a relative credential file
+// path says it is read from the working directory.
+func TestFileRelativePathNamed(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"check": func() error { return File{}.Check("no-such-credential-file.txt") },
+		"get":   func() error { _, err := File{}.Get(context.Background(), "no-such-credential-file.txt"); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			if err == nil || !strings.Contains(err.Error(), "read no-such-credential-file.txt (relative to the working directory "+wd+"): no such file") {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	if err := (File{}).Check("/no/such/abs/file"); err == nil || strings.Contains(err.Error(), "relative") {
+		t.Errorf("absolute path: %v", err)
+	}
+}
