@@ -84,6 +84,9 @@ func TestValidateCredentials(t *testing.T) {
 		{"colon in a literal username", both, lit("username", "al:ice"), "credential username: contains a colon"},
 		{"colon in a literal password is fine", both, lit("username", "alice", "password", "p:w"), ""},
 		{"line break in a literal password", both, lit("password", "p\nw"), "credential password: contains a line break or NUL"},
+		{"password from a file written with echo", both, lit("password", "pw\n"), "credential password: contains a line break or NUL (it ends with a line break: a file written with echo has one"},
+		{"misspelt credential", []string{"username", "password", "pasword"}, nil, `credential pasword: not a basic_auth credential; did you mean "password"?`},
+		{"unrelated extra credential", []string{"username", "password", "realm"}, nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

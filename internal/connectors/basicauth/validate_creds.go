@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
@@ -25,7 +26,20 @@ func (plugin) ValidateCredentials(_ []byte, names []string, literal connector.Cr
 	}
 	for _, n := range []string{"username", "password"} {
 		if v, ok := literal[n]; ok && bytes.ContainsAny(v, "\r\n\x00") {
-			errs = append(errs, fmt.Errorf("credential %s: contains a line break or NUL", n))
+			hint := ""
+			if v[len(v)-1] == '\n' {
+				hint = " (it ends with a line break: a file written with echo has one; write it with printf '%s')"
+			}
+			errs = append(errs, fmt.Errorf("credential %s: contains a line break or NUL%s", n, hint))
+		}
+	}
+	// A misspelt credential is unused, and the one meant missing.
+	for _, n := range names {
+		if n == "username" || n == "password" {
+			continue
+		}
+		if meant := typo.Closest(n, []string{"username", "password"}, nil); meant != "" {
+			errs = append(errs, fmt.Errorf("credential %s: not a basic_auth credential; did you mean %q?", n, meant))
 		}
 	}
 	return errors.Join(errs...)
