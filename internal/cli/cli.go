@@ -449,6 +449,9 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) int {
 			return ExitFailure
 		}
 		fmt.Fprintf(stdout, "%d plugin(s) verified\n", len(res))
+		if len(res) > 0 {
+			fmt.Fprintln(stderr, "note: what needs plugin code to run (PluginInfo, ids clashing, the connectors' own checks) is not checked here: secretless-broker validate -f FILE -p DIR -s FILE checks it")
+		}
 		return ExitOK
 	}
 	return usageErr(stderr, "plugins: unknown subcommand %q", args[0])
