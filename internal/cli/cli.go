@@ -296,8 +296,9 @@ func prepareInterruptible(ctx context.Context, opts broker.Options) (*broker.Bro
 		err error
 	}
 	done := make(chan result, 1)
+	run := prepare
 	go func() {
-		b, err := prepare(opts)
+		b, err := run(opts)
 		done <- result{b, err}
 	}()
 	select {
