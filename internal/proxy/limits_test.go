@@ -364,3 +364,48 @@ func TestHandOff(t *testing.T) {
 		t.Fatalf("the old session after the hand-off: %v", err)
 	}
 }
+
+// TestWaiterSurvivesHandOff: a client waiting for a slot when its service
+// hands its listener to the next version (a reload) keeps waiting, and is
+// served when a session ends; a service that stops for good refuses it.
+func TestWaiterSurvivesHandOff(t *testing.T) {
+	target := echoServer(t)
+	for _, handOff := range []bool{true, false} {
+		name := "stopped"
+		if handOff {
+			name = "handed off"
+		}
+		t.Run(name, func(t *testing.T) {
+			s, _ := startService(t, dialer(target.Addr().String()), nil, func(s *TCPService) { s.MaxConnections, s.Slots = 1, NewSlots() })
+			addr := s.Listener.Addr().String()
+			first := session(t, addr)
+			waiter, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer waiter.Close()
+			if _, err := waiter.Write([]byte("w")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(LimitWait / 5) // the waiter is accepted and waits
+			if handOff {
+				l, ok := s.HandOff()
+				if !ok {
+					t.Fatal("HandOff refused")
+				}
+				t.Cleanup(func() { l.Close() }) // nobody takes it over here
+			}
+			s.StopAccepting()
+			first.Close()
+			_ = waiter.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 1)
+			_, err = io.ReadFull(waiter, got)
+			if handOff && (err != nil || got[0] != 'w') {
+				t.Fatalf("waiter after the hand-off: %q, %v; want it served", got, err)
+			}
+			if !handOff && err == nil {
+				t.Fatalf("waiter of a stopped service was served (%q)", got)
+			}
+		})
+	}
+}

@@ -345,11 +345,13 @@ func sameConn(target net.Conn, client ...net.Conn) bool {
 const abandonAfter = 2 * time.Second
 
 // StopAccepting closes the listener (unless it was handed off); open
-// connections continue, and clients waiting for a slot are refused.
+// connections continue. Clients waiting for a slot are refused, unless
+// the listener was handed off: then the service goes on under a new
+// config, and they keep waiting for a slot of the count both share.
 func (s *TCPService) StopAccepting() {
 	stop := s.stopped()
 	s.mu.Lock()
-	if !s.closed {
+	if !s.closed && !s.handedOff {
 		close(stop)
 	}
 	s.closed = true
