@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -659,15 +660,16 @@ func (b *Broker) Reload() error {
 	return nil
 }
 
-// revive serves again, each with a connector of its own, the stopped TCP
-// services whose addresses u could not take over, on those addresses;
-// done records those revived already.
+// revive serves again, with a connector of its own, the stopped old
+// version of u's service when its address stood in u's way, on that old
+// address; done records those revived already. A removed or renamed
+// service is not brought back.
 func (b *Broker) revive(u unit, stopping []unit, done map[unit]bool) []unit {
 	var out []unit
 	for _, old := range stopping {
 		ou, ok := old.(*tcpUnit)
-		if !ok || done[old] || !config.Conflicts(old.listenOn(), u.listenOn()) {
-			continue
+		if !ok || done[old] || !config.Conflicts(old.listenOn(), u.listenOn()) || !slices.Contains(u.names(), ou.svc.cfg.Name) {
+			continue // only the service that could not move comes back
 		}
 		cfg := ou.svc.cfg
 		e, ok := b.reg.Lookup(cfg.Connector)
@@ -711,10 +713,16 @@ func closeNewConnectors(next []*service, running map[string]*service, log *slog.
 // checkOwnAddresses refuses services that would listen where the broker's
 // health server does.
 func (b *Broker) checkOwnAddresses(cfg *config.Config) error {
-	if b.opts.HealthAddr == "" {
+	return CheckOwnAddresses(cfg, b.opts.HealthAddr)
+}
+
+// CheckOwnAddresses refuses services that would listen on healthAddr, the
+// health server's address ("" when there is none).
+func CheckOwnAddresses(cfg *config.Config, healthAddr string) error {
+	if healthAddr == "" {
 		return nil
 	}
-	if p := config.CheckReserved(cfg, b.opts.HealthAddr, "the health server's (-health-addr "+b.opts.HealthAddr+")"); len(p) > 0 {
+	if p := config.CheckReserved(cfg, healthAddr, "the health server's (-health-addr "+healthAddr+")"); len(p) > 0 {
 		return &config.Error{Problems: p}
 	}
 	return nil

@@ -554,3 +554,30 @@ func TestReloadMoveRolledBack(t *testing.T) {
 		t.Errorf("log lacks the rollback:\n%s", r.logs)
 	}
 }
+
+// TestReloadRenamedServiceNotRevived: a service renamed and moved to an
+// address it cannot take is down (the reload is partial); the old name,
+// removed from the file, does not come back in its place.
+func TestReloadRenamedServiceNotRevived(t *testing.T) {
+	tgt := target(t)
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	other, err := net.Listen("tcp", "127.0.0.2:"+port)
+	if err != nil {
+		t.Fatalf("listen on 127.0.0.2 (Linux routes 127.0.0.0/8 to lo): %v", err)
+	}
+	defer other.Close()
+	t.Setenv("TOKEN_A", "alpha")
+	r := start(t, "version: 2\nservices:\n"+svcYAML("db", addr, tgt, "TOKEN_A"))
+	r.rewrite(t, "version: 2\nservices:\n"+svcYAML("other", "0.0.0.0:"+port, tgt, "TOKEN_A"))
+	if err := r.b.Reload(); err == nil || !strings.Contains(err.Error(), "could not start: other") {
+		t.Fatalf("reload: %v, want a partial reload naming other", err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the removed service db is listening again")
+	}
+	if strings.Contains(r.logs.String(), "serves its old config") {
+		t.Errorf("a rollback was logged for a renamed service:\n%s", r.logs)
+	}
+}

@@ -50,7 +50,7 @@ const usage = `secretless-broker: connect applications to databases and services
 Usage:
   secretless-broker [-f FILE] [-p DIR] [-s FILE] [-debug] [-health-addr ADDR]
       run the broker
-  secretless-broker validate [-f FILE] [-p DIR -s FILE]
+  secretless-broker validate [-f FILE] [-p DIR -s FILE] [-health-addr ADDR]
       check a config file (and, with -p/-s, that plugin connectors exist), then exit
   secretless-broker plugins sum DIR
       print sha256sum-format lines for the plugin files in DIR
@@ -326,6 +326,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	cfgFile := fs.String("f", "", "config file")
 	pluginDir := fs.String("p", "", "plugin directory")
 	sumFile := fs.String("s", "", "plugin checksum file")
+	healthAddr := fs.String("health-addr", ":5335", "the health server address the broker will use (services may not listen there)")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
@@ -359,6 +360,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	if err := broker.CheckConnectors(cfg, reg, nil, !checkPlugins); err != nil {
+		return fail(stderr, err)
+	}
+	if err := broker.CheckOwnAddresses(cfg, *healthAddr); err != nil {
 		return fail(stderr, err)
 	}
 	for _, w := range broker.Warnings(cfg, reg) {

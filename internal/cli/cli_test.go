@@ -81,6 +81,7 @@ func TestValidate(t *testing.T) {
 	good := writeFile(t, "good.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:15432\n    credentials:\n      host: localhost\n      username: app\n      password: {from: env, get: X}\n")
 	plugin := writeFile(t, "plugin.yml", "version: 2\nservices:\n  r:\n    connector: redis\n    listenOn: tcp://127.0.0.1:16379\n")
 	loose := writeFile(t, "loose.yml", "version: 2\nservices:\n  api:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:18080\n    credentials:\n      token: t0ken-value\n    config:\n      authenticateURLsMatching: ^http://api.example.com/\n      headers:\n        Authorization: 'Bearer {{ .token }}'\n")
+	onHealth := writeFile(t, "onhealth.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:5335\n    credentials:\n      host: localhost\n      username: app\n")
 	nearBuiltin := writeFile(t, "pgx.yml", "version: 2\nservices:\n  r:\n    connector: pgx\n    listenOn: tcp://127.0.0.1:16379\n")
 	bad := writeFile(t, "bad.yml", "version: 2\nservices:\n  db:\n    connector: pg\n    listenOn: tcp://127.0.0.1:99999\n")
 	emptyDir := t.TempDir()
@@ -113,6 +114,9 @@ func TestValidate(t *testing.T) {
 		{"plugin id close to a built-in one, missing with -p", []string{"validate", "-f", nearBuiltin, "-p", emptyDir, "-s", sums}, ExitFailure, "", `unknown connector "pgx"; did you mean "pg"?`},
 		{"loose URL pattern warned about", []string{"validate", "-f", loose}, ExitOK, "ok (1 services)",
 			`warning: ` + loose + `:9: services.api.config.authenticateURLsMatching: URL pattern may match more than meant`},
+		{"service on the default health address", []string{"validate", "-f", onHealth}, ExitFailure, "", "services.db.listenOn: address tcp://127.0.0.1:5335 is also the health server's (-health-addr :5335)"},
+		{"service on the health address given", []string{"validate", "-f", good, "-health-addr", "127.0.0.1:15432"}, ExitFailure, "", "is also the health server's (-health-addr 127.0.0.1:15432)"},
+		{"health server off", []string{"validate", "-f", onHealth, "-health-addr", ""}, ExitOK, "ok (1 services)", ""},
 		{"sslmode from env", []string{"validate", "-f", envMode}, ExitFailure, "", "envmode.yml:9: services.db.credentials.sslmode: rejected by connector \"pg\": must be one of"},
 		{"port from env", []string{"validate", "-f", envPort}, ExitFailure, "", "envport.yml:9: services.db.credentials.port:"},
 		{"root certificate from file", []string{"validate", "-f", fileRoot}, ExitFailure, "", "fileroot.yml:10: services.db.credentials.sslrootcert:"},
