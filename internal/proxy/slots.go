@@ -30,9 +30,10 @@ type Slots struct {
 func NewSlots() *Slots { return &Slots{freed: make(chan struct{})} }
 
 // acquire takes a slot when fewer than max are taken (max 0: no limit),
-// waiting up to wait for one to free, or until stop is closed. It returns
-// the count after taking one.
-func (s *Slots) acquire(max int, wait time.Duration, stop <-chan struct{}) (int, bool) {
+// waiting up to wait for one to free, or until stop is closed. It tells
+// observe (under the lock, so that counts are told in order) the count
+// after taking one.
+func (s *Slots) acquire(max int, wait time.Duration, stop <-chan struct{}, observe func(int)) bool {
 	var timer *time.Timer
 	waited := false
 	defer func() {
@@ -49,14 +50,14 @@ func (s *Slots) acquire(max int, wait time.Duration, stop <-chan struct{}) (int,
 		s.mu.Lock()
 		if max <= 0 || s.n < max {
 			s.n++
-			n := s.n
+			observe(s.n)
 			s.mu.Unlock()
-			return n, true
+			return true
 		}
 		if !waited {
 			if s.waiting >= maxWaiting || wait <= 0 {
 				s.mu.Unlock()
-				return 0, false
+				return false
 			}
 			s.waiting++
 			waited = true
@@ -67,19 +68,19 @@ func (s *Slots) acquire(max int, wait time.Duration, stop <-chan struct{}) (int,
 		select {
 		case <-freed:
 		case <-timer.C:
-			return 0, false
+			return false
 		case <-stop:
-			return 0, false
+			return false
 		}
 	}
 }
 
-// release gives a slot back and returns the count.
-func (s *Slots) release() int {
+// release gives a slot back and tells observe the count.
+func (s *Slots) release(observe func(int)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n--
+	observe(s.n)
 	close(s.freed)
 	s.freed = make(chan struct{})
-	return s.n
 }

@@ -125,16 +125,14 @@ func (s *TCPService) Serve() error {
 			defer s.wg.Done()
 			defer s.track(c, false)
 			slots := s.slots()
-			n, ok := slots.acquire(s.MaxConnections, LimitWait, s.stopped())
-			if !ok {
+			if !slots.acquire(s.MaxConnections, LimitWait, s.stopped(), s.setActive) {
 				s.fail(metrics.ReasonLimit)
 				s.Logger.Warn("connection refused", "reason", metrics.ReasonLimit, "service", s.Name, "conn", connIDs.Add(1),
 					"client", c.RemoteAddr().String(), "maxConnections", s.MaxConnections)
 				s.refuse(c, tcp.RefuseTooManyConnections)
 				return
 			}
-			s.setActive(n)
-			defer func() { s.setActive(slots.release()) }()
+			defer slots.release(s.setActive)
 			s.handle(c)
 		}()
 	}
