@@ -139,32 +139,74 @@ func NewForms(secrets [][]byte) *Forms {
 	return fs
 }
 
-// b64Run is a run of text that may be base64 (standard or URL alphabet).
-var b64Run = regexp.MustCompile(`[A-Za-z0-9+/_-]{6,}={0,2}`)
+// b64Run is a run of text that may be base64 (standard or URL alphabet),
+// also percent-encoded (%2B, %2F, %3D) as in a URL.
+var b64Run = regexp.MustCompile(`(?:[A-Za-z0-9+/_-]|%[0-9A-Fa-f]{2}){6,}(?:=|%3[Dd]){0,2}`)
 
 // revealedBy reports whether a base64 run decodes to text holding a secret
 // (such as an HTTP Basic credential "user:password"): the encoded groups at
 // the secret's ends mix in its neighbours' bits, so no fixed form of the
-// secret alone finds all of it there.
-func (fs *Forms) revealedBy(tok []byte) bool {
-	t := bytes.TrimRight(tok, "=")
-	if len(t)%4 == 1 {
-		t = t[:len(t)-1]
-	}
-	dec := make([]byte, base64.RawStdEncoding.DecodedLen(len(t)))
-	defer clear(dec)
-	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
-		n, err := enc.Decode(dec, t)
-		if err != nil {
-			continue
-		}
-		for _, v := range fs.raw {
-			if bytes.Contains(dec[:n], v) {
+// secret alone finds all of it there. The run may start before the base64
+// does ("Basic+...", "cb/..."): each of the four alignments is decoded, as
+// is base64 inside the decoded text (a value encoded twice).
+func (fs *Forms) revealedBy(tok []byte) bool { return fs.revealedAt(tok, 3) }
+
+func (fs *Forms) revealedAt(tok []byte, depth int) bool {
+	if bytes.IndexByte(tok, '%') >= 0 && depth > 0 {
+		// Decoded, the run may hold other characters ("Basic%20..."):
+		// each base64 run in it is looked at.
+		dec := percentDecode(tok)
+		defer clear(dec)
+		for _, run := range b64Run.FindAll(dec, -1) {
+			if fs.revealedAt(run, depth-1) {
 				return true
 			}
 		}
 	}
+	dec := make([]byte, base64.RawStdEncoding.DecodedLen(len(tok)))
+	defer clear(dec)
+	for off := 0; off < 4 && off < len(tok); off++ {
+		t := bytes.TrimRight(tok[off:], "=")
+		if len(t)%4 == 1 {
+			t = t[:len(t)-1] // a lone last character encodes nothing whole
+		}
+		for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+			n, err := enc.Decode(dec, t)
+			if err != nil {
+				continue
+			}
+			for _, v := range fs.raw {
+				if bytes.Contains(dec[:n], v) {
+					return true
+				}
+			}
+			if depth > 1 {
+				for _, inner := range b64Run.FindAll(dec[:n], -1) {
+					if fs.revealedAt(inner, depth-1) {
+						return true
+					}
+				}
+			}
+		}
+	}
 	return false
+}
+
+// percentDecode decodes the %XX escapes of b into a new slice, keeping
+// anything else as it is.
+func percentDecode(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == '%' && i+2 < len(b) {
+			if v, err := strconv.ParseUint(string(b[i+1:i+3]), 16, 8); err == nil {
+				out = append(out, byte(v))
+				i += 2
+				continue
+			}
+		}
+		out = append(out, b[i])
+	}
+	return out
 }
 
 // Empty reports whether there is nothing to look for.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -170,4 +171,35 @@ func TestBasicCredentialAnyAlignment(t *testing.T) {
 			t.Errorf("%q became %q", text, got)
 		}
 	})
+}
+
+// TestBase64RunsInURLs: a Basic credential echoed inside a URL is redacted
+// whole however it is glued to the text before it and escaped: after
+// "Basic+" (a query-escaped space) or a path's "/", with %2B, %2F and %3D
+// for + / and =, and encoded twice.
+func TestBase64RunsInURLs(t *testing.T) {
+	for _, pw := range []string{"s3cr3t>>>??Zq", "hunt3r2", "a-longer-secret-value"} {
+		basic := base64.StdEncoding.EncodeToString([]byte("ci-bot:" + pw))
+		cases := map[string]string{
+			"query escaped":    "login?auth=" + url.QueryEscape("Basic "+basic),
+			"path escaped":     "Basic%20" + url.PathEscape(basic),
+			"percent alphabet": strings.NewReplacer("+", "%2B", "/", "%2F", "=", "%3D").Replace(basic),
+			"after a slash":    "cb/" + basic,
+			"encoded twice":    "state=" + base64.StdEncoding.EncodeToString([]byte("Basic "+basic)),
+		}
+		for name, text := range cases {
+			t.Run(pw+"/"+name, func(t *testing.T) {
+				got := String(text, [][]byte{[]byte(pw)})
+				if !strings.Contains(got, Mark) {
+					t.Fatalf("%q not redacted: %q", text, got)
+				}
+				// What is left must not decode to any part of the credential.
+				for _, run := range regexp.MustCompile(`[A-Za-z0-9+/=]{4,}`).FindAllString(strings.ReplaceAll(got, Mark, " "), -1) {
+					if dec, err := base64.StdEncoding.DecodeString(run); err == nil && strings.Contains(string(dec), pw[:3]) {
+						t.Errorf("%q left %q, which decodes to %q", text, run, dec)
+					}
+				}
+			})
+		}
+	}
 }
