@@ -232,12 +232,72 @@ var portSuffix = regexp.MustCompile(`(?::(?:\d+|\\d\+|\[0-9\]\+)|\(:(?:\d+|\\d\+
 // run into the path), and follow it with "/", "$" or a port (else
 // ^https://api\.example\.com matches api.example.com.evil.example).
 func LoosePattern(p string) string {
+	return loosePattern(p, 4)
+}
+
+func loosePattern(p string, depth int) string {
 	for _, alt := range topLevelAlternatives(p) {
+		// ^(A|B)rest is ^Arest or ^Brest: each branch is checked.
+		if branches := leadingGroupBranches(alt); branches != nil && depth > 0 {
+			for _, b := range branches {
+				if why := loosePattern(b, depth-1); why != "" {
+					return why
+				}
+			}
+			continue
+		}
 		if why := looseAlternative(alt); why != "" {
 			return why
 		}
 	}
 	return ""
+}
+
+// anchorPrefix is what may come before a pattern's leading group: flags
+// and ^.
+var anchorPrefix = regexp.MustCompile(`^(\(\?[a-zA-Z]+\))?\^`)
+
+// leadingGroupBranches turns ^(A|B)rest into ^Arest and ^Brest, or nil
+// when the pattern does not start with a group of alternatives. A group
+// made optional or repeated also gives the branch without it.
+func leadingGroupBranches(p string) []string {
+	m := anchorPrefix.FindStringIndex(p)
+	if m == nil || !strings.HasPrefix(p[m[1]:], "(") {
+		return nil
+	}
+	start := m[1]
+	end := -1
+	scanPattern(p[start:], func(i int, c byte, depth int) bool {
+		if c == ')' && depth == 1 {
+			end = start + i
+			return false
+		}
+		return true
+	})
+	if end < 0 {
+		return nil
+	}
+	inner := p[start+1 : end]
+	if strings.HasPrefix(inner, "?") {
+		if !strings.HasPrefix(inner, "?:") {
+			return nil // a flag group or a named one: left to the checks as it is
+		}
+		inner = inner[2:]
+	}
+	alts := topLevelAlternatives(inner)
+	rest := p[end+1:]
+	optional := rest != "" && strings.ContainsAny(rest[:1], "?*{")
+	if len(alts) < 2 && !optional {
+		return nil
+	}
+	if optional || strings.HasPrefix(rest, "+") {
+		return []string{"(repeated or optional leading group)"}
+	}
+	out := make([]string, len(alts))
+	for i, a := range alts {
+		out[i] = p[:start] + a + rest
+	}
+	return out
 }
 
 func looseAlternative(p string) string {
@@ -259,7 +319,48 @@ func looseAlternative(p string) string {
 	if !literalHost.MatchString(bare) && !literalDomain.MatchString(bare) {
 		return "the host does not end with a literal domain (with dots escaped): it can match other hosts"
 	}
+	if !literalHost.MatchString(bare) && !subdomainGroupEndsWithDot(bare) {
+		return `a branch of the group before the domain does not end with "\.": it glues a name to the front of the domain (evilexample.com)`
+	}
 	return ""
+}
+
+// subdomainGroupEndsWithDot reports, for a host expression that ends with
+// a repeated group and a literal domain ("([a-z]+\.)*example\.com"),
+// whether every branch of that group ends with an escaped dot; true when
+// the domain follows no such group.
+func subdomainGroupEndsWithDot(host string) bool {
+	m := literalDomain.FindStringIndex(host)
+	if m == nil || !strings.HasPrefix(host[m[0]:], `\.)`) {
+		return true
+	}
+	closeAt := m[0] + 2
+	open := -1
+	var stack []int
+	scanPattern(host[:closeAt+1], func(i int, c byte, _ int) bool {
+		switch c {
+		case '(':
+			stack = append(stack, i)
+		case ')':
+			if len(stack) > 0 {
+				if i == closeAt {
+					open = stack[len(stack)-1]
+				}
+				stack = stack[:len(stack)-1]
+			}
+		}
+		return true
+	})
+	if open < 0 {
+		return false
+	}
+	inner := strings.TrimPrefix(host[open+1:closeAt], "?:")
+	for _, alt := range topLevelAlternatives(inner) {
+		if !strings.HasSuffix(alt, `\.`) || strings.HasSuffix(alt, `\\.`) {
+			return false
+		}
+	}
+	return true
 }
 
 // scanPattern calls fn with the index, byte and group depth of each byte of
@@ -271,6 +372,14 @@ func scanPattern(p string, fn func(i int, c byte, depth int) bool) {
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch {
+		case c == '\\' && i+1 < len(p) && p[i+1] == 'Q':
+			// \Q...\E quotes everything up to \E (or the end).
+			if e := strings.Index(p[i+2:], `\E`); e >= 0 {
+				i += 2 + e + 1
+			} else {
+				i = len(p)
+			}
+			continue
 		case c == '\\':
 			i++
 			continue

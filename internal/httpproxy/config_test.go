@@ -184,6 +184,18 @@ func TestLoosePattern(t *testing.T) {
 		{`^https?://\PL+\.example\.org/`, true},
 		{`^https?://[\w-]+\.example\.com/`, false},
 		{`^https?://(\w+\.)*example\.com/`, false},
+		{`^(http://api\.example\.com/|.*)`, true},
+		{`^(http://api\.example\.com/|http://localhost)`, true},
+		{`^(https://api\.example\.com/|https://api\.example\.org)`, true},
+		{`^(?:https://a\.example\.com/|https://b\.example\.com/)`, false},
+		{`^(https://api\.example\.com/)?`, true},
+		{`^https://api\.example\.com/\Q(\E|.*`, true},
+		{`^https://api\.example\.com/\Q[\E|.*`, true},
+		{`^https://(evil|[a-z]+\.)*example\.com/`, true},
+		{`^https://(api|[a-z0-9-]+\.)?example\.com/`, true},
+		{`^https://(a|b|\.)+example\.com/`, true},
+		{`^https://(a\.|b\.)*example\.com/`, false},
+		{`^https://([a-z0-9-]+\.)*example\.com(:[0-9]+)?/`, false},
 		{`^http://(api|[a|b]x)\.example\.com/`, false},
 	}
 	for _, tc := range tests {
