@@ -122,6 +122,8 @@ func TestCurlThroughProxy(t *testing.T) {
 		{"small reverse solidus", "/generic/..%EF%B9%A8admin"},
 		{"fullwidth solidus", "/generic/..%EF%BC%8Fadmin"},
 		{"overlong slash", "/generic/..%c0%afadmin"},
+		{"dot dot before an encoded question mark", "/generic/%2e%2e%3fx=1"},
+		{"dot dot before an encoded hash", "/generic/..%23x"},
 	} {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			refused(t, "400", "--path-as-is", "http://"+plain.hostPort()+tc.path)

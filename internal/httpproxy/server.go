@@ -427,7 +427,8 @@ func hasDotSegment(escaped string) bool {
 
 // dotSegment reports whether a decoded path has a "." or ".." segment.
 func dotSegment(p string) bool {
-	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+	// A decoded "?" or "#" ends the path for a server that parses it again.
+	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' || r == '?' || r == '#' }) {
 		// Java servers drop ";params" from a segment before resolving it
 		// ("..;" is ".."), and String.trim drops blanks and control
 		// characters at both ends.
