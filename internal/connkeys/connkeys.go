@@ -55,6 +55,43 @@ func Unknown(block []byte, connector string, known []string) error {
 	return errors.Join(errs...)
 }
 
+// UnknownUnder reports every key of the mapping under the top-level key
+// parent of block that is not in known, one line "config.PARENT.KEY:
+// unknown key ..." each; nothing when parent is absent or not a mapping
+// (the connector's own decoding reports that).
+func UnknownUnder(block []byte, parent string, known []string) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(block, &root); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	n := &root
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != parent || n.Content[i+1].Kind != yaml.MappingNode {
+			continue
+		}
+		m := n.Content[i+1]
+		for j := 0; j+1 < len(m.Content); j += 2 {
+			k := m.Content[j].Value
+			if contains(known, k) {
+				continue
+			}
+			msg := fmt.Sprintf("config.%s.%s: unknown key (known: %s)", parent, k, strings.Join(known, ", "))
+			if meant := typo.Closest(k, known, nil); meant != "" {
+				msg = fmt.Sprintf("config.%s.%s: unknown key; did you mean %q?", parent, k, meant)
+			}
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {

@@ -43,3 +43,22 @@ func TestUnknown(t *testing.T) {
 		})
 	}
 }
+
+func TestUnknownUnder(t *testing.T) {
+	known := []string{"consumer_key", "token_secret"}
+	tests := []struct{ name, block, want string }{
+		{"known", "oauth1: {consumer_key: a, token_secret: b}\n", ""},
+		{"typo", "oauth1: {consumer_key: a, token_secert: b}\n", `config.oauth1.token_secert: unknown key; did you mean "token_secret"?`},
+		{"far off", "oauth1: {realm: x}\n", "config.oauth1.realm: unknown key (known: consumer_key, token_secret)"},
+		{"absent", "headers: {}\n", ""},
+		{"not a mapping", "oauth1: 3\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := UnknownUnder([]byte(tc.block), "oauth1", known)
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

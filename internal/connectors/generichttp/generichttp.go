@@ -120,7 +120,8 @@ var hostManaged = map[string]bool{
 func parseConfig(block []byte) (*config, error) {
 	var raw rawConfig
 	if len(bytes.TrimSpace(block)) > 0 {
-		if err := connkeys.Unknown(block, "generic_http", []string{"headers", "queryParams", "oauth1", "credentialValidations"}); err != nil {
+		if err := errors.Join(connkeys.Unknown(block, "generic_http", []string{"headers", "queryParams", "oauth1", "credentialValidations"}),
+			connkeys.UnknownUnder(block, "oauth1", []string{"consumer_key", "consumer_secret", "token", "token_secret"})); err != nil {
 			return nil, err
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(block))
