@@ -173,6 +173,9 @@ func CheckConnectors(cfg *config.Config, reg *registry.Registry, provs providers
 			_, rest, err := httpproxy.ParseConfig(s.Config)
 			if err != nil {
 				problems = append(problems, httpConfigProblems(cfg, s, err)...)
+				if verr := validateConfig(e, rest); verr != nil {
+					problems = append(problems, connectorConfigProblems(cfg, s, verr)...)
+				}
 				continue
 			}
 			block = rest

@@ -171,7 +171,7 @@ func TestHTTPConfigErrorsAtLoad(t *testing.T) {
 func TestEveryHTTPConfigProblemReported(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "s.yml")
 	cfg := "version: 2\nservices:\n  g:\n    connector: generic_http\n    listenOn: tcp://127.0.0.1:18181\n    credentials:\n      token: abcdefgh\n" +
-		"    config:\n      authenticateURLsMatching: [\"(\", \"[\"]\n      timeouts: {dial: 5, foo: 1s}\n      headers:\n        Authorization: 'Bearer {{ .token }}'\n"
+		"    config:\n      authenticateURLsMatching: [\"(\", \"[\"]\n      timeouts: {dial: 5, foo: 1s}\n      query_params: {}\n      headers:\n        Authorization: 'Bearer {{ .token }}'\n"
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,8 @@ func TestEveryHTTPConfigProblemReported(t *testing.T) {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{"authenticateURLsMatching[0]: invalid regex", "authenticateURLsMatching[1]: invalid regex",
-		"timeouts.dial: invalid duration", "timeouts.foo: unknown timeout"} {
+		"timeouts.dial: invalid duration", "timeouts.foo: unknown timeout",
+		`s.yml:11: services.g.config.query_params: rejected by connector "generic_http": unknown key; did you mean "queryParams"?`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

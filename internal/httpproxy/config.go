@@ -121,7 +121,8 @@ func keyErrf(key, format string, args ...any) *KeyError {
 // bytes, nil when the service has none) and returns them with the rest of the
 // block re-encoded as YAML, for the connector's ValidateConfig and
 // NewConnector (nil when nothing is left). Every problem found is returned,
-// joined; each names its key.
+// joined; each names its key. With problems, the connector's keys are still
+// returned (for its own checks), with no Config.
 func ParseConfig(block []byte) (*Config, []byte, error) {
 	cfg := &Config{}
 	var root yaml.Node
@@ -188,9 +189,6 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 	if !seen[KeyAuthenticateURLsMatching] && !typoed[KeyAuthenticateURLsMatching] {
 		errs = append(errs, &KeyError{Key: KeyAuthenticateURLsMatching, Msg: "required: list the URL patterns (regular expressions) this service adds credentials to"})
 	}
-	if len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
-	}
 	var restBytes []byte
 	if len(rest.Content) > 0 {
 		b, err := yaml.Marshal(rest)
@@ -198,6 +196,11 @@ func ParseConfig(block []byte) (*Config, []byte, error) {
 			return nil, nil, fmt.Errorf("config: re-encode connector keys: %w", err)
 		}
 		restBytes = b
+	}
+	if len(errs) > 0 {
+		// The connector's keys come back too, so that its problems are
+		// reported with the proxy's in one go.
+		return nil, restBytes, errors.Join(errs...)
 	}
 	return cfg, restBytes, nil
 }
