@@ -252,6 +252,12 @@ func TestRedirectBodyRedactionKeepsHeadAndPace(t *testing.T) {
 	fetch := staticFetch(map[string]string{"key": "HeadKey-Secret-1"})
 	tgt := newTarget(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case "/trailed":
+			w.Header().Set("Location", "/elsewhere")
+			w.Header().Set("Trailer", "X-Trailer")
+			w.WriteHeader(http.StatusFound)
+			_, _ = io.WriteString(w, "moved\n")
+			w.Header().Set("X-Trailer", "end "+r.URL.Query().Get("apikey"))
 		case "/slow":
 			w.Header().Set("Location", "/elsewhere")
 			w.WriteHeader(http.StatusFound)
@@ -281,6 +287,17 @@ func TestRedirectBodyRedactionKeepsHeadAndPace(t *testing.T) {
 		resp.Body.Close()
 		if got := resp.Header.Get("Content-Length"); got != "41" {
 			t.Errorf("Content-Length %q, want the target's 41", got)
+		}
+	})
+	t.Run("trailers", func(t *testing.T) {
+		resp, err := c.Get("http://" + tgt.hostPort() + "/trailed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "moved\n" || resp.Trailer.Get("X-Trailer") != "end [REDACTED]" {
+			t.Errorf("body %q, trailer %q; want the body and the trailer, redacted", b, resp.Trailer.Get("X-Trailer"))
 		}
 	})
 	t.Run("slow body", func(t *testing.T) {

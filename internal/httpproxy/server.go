@@ -639,6 +639,13 @@ func redactSmallBody(res *http.Response, secrets *redact.Forms) {
 	_ = res.Body.Close()
 	red := secrets.String(string(head))
 	res.Body = io.NopCloser(strings.NewReader(red))
+	if len(res.Trailer) > 0 {
+		// Read to its end, the body has filled in the trailers: they go
+		// out after it, so it stays chunked (and they are redacted too).
+		res.ContentLength = -1
+		res.Header.Del("Content-Length")
+		return
+	}
 	res.ContentLength = int64(len(red))
 	res.Header.Set("Content-Length", strconv.Itoa(len(red)))
 	res.TransferEncoding = nil
