@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/secretless-broker/secretless-broker/internal/typo"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
 )
 
@@ -20,7 +21,15 @@ func (plugin) ValidateCredentials(_ []byte, names []string, known connector.Cred
 			errs = append(errs, fmt.Errorf("aws: credential %s is missing", n))
 		}
 	}
-	for _, n := range []string{"accessKeyId", "secretAccessKey", "accessToken"} {
+	all := []string{"accessKeyId", "secretAccessKey", "accessToken"}
+	for _, n := range names {
+		if !slices.Contains(all, n) {
+			if meant := typo.Closest(n, all, nil); meant != "" {
+				errs = append(errs, fmt.Errorf("credential %s: not an aws credential; did you mean %q?", n, meant))
+			}
+		}
+	}
+	for _, n := range all {
 		if v, ok := known[n]; ok {
 			if err := checkKey(n, v); err != nil {
 				errs = append(errs, err)

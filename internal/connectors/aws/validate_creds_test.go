@@ -25,6 +25,8 @@ func TestValidateCredentials(t *testing.T) {
 		{"empty session token is no token", append(both, "accessToken"), connector.CredentialValuesByID{"accessToken": []byte("")}, ""},
 		{"key id from a file written with echo", both, connector.CredentialValuesByID{"accessKeyId": []byte("AKIDEXAMPLE\n")},
 			"credential accessKeyId: ends with a line break (a file written with echo has one"},
+		{"misspelt session token", append(both, "acessToken"), nil, `credential acessToken: not an aws credential; did you mean "accessToken"?`},
+		{"key id in another case", []string{"accessKeyID", "secretAccessKey"}, nil, `credential accessKeyID: not an aws credential; did you mean "accessKeyId"?`},
 		{"blank inside the secret", both, connector.CredentialValuesByID{"secretAccessKey": []byte("abc def")},
 			"credential secretAccessKey: holds a line break, NUL or blank"},
 	}
