@@ -139,6 +139,10 @@ func NewForms(secrets [][]byte) *Forms {
 	return fs
 }
 
+// gluedPrefix is text that a base64 run can start with that is not base64
+// data: a URL's "//host/" and an escaped "Basic " or "Bearer ".
+var gluedPrefix = regexp.MustCompile(`^(?:[A-Za-z0-9._~-]*//[A-Za-z0-9._~-]+/|(?i:basic|bearer)(?:\+|%20))`)
+
 // b64Run is a run of text that may be base64 (standard or URL alphabet),
 // also percent-encoded (%2B, %2F, %3D) as in a URL.
 var b64Run = regexp.MustCompile(`(?:[A-Za-z0-9+/_-]|%[0-9A-Fa-f]{2}){6,}(?:=|%3[Dd]){0,2}`)
@@ -221,11 +225,17 @@ func (fs *Forms) String(s string) string {
 	// Base64 runs that decode to a secret go whole, before the forms below
 	// could cut one into pieces that each reveal a part.
 	b = b64Run.ReplaceAllFunc(b, func(tok []byte) []byte {
-		if fs.revealedBy(tok) {
-			found = true
-			return []byte(Mark)
+		if !fs.revealedBy(tok) {
+			return tok
 		}
-		return tok
+		found = true
+		// A URL's "//host/" or a scheme word and its escaped space
+		// ("Basic+") glued in front is kept when the rest alone reveals
+		// the secret; any other part of the run goes with it.
+		if m := gluedPrefix.Find(tok); m != nil && len(m) < len(tok) && fs.revealedBy(tok[len(m):]) {
+			return append(append([]byte(nil), m...), Mark...)
+		}
+		return []byte(Mark)
 	})
 	for _, f := range fs.f {
 		if len(f) > 0 && bytes.Contains(b, f) {

@@ -203,3 +203,18 @@ func TestBase64RunsInURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestGluedPrefixKept: a URL's host and an escaped "Basic " glued to a
+// revealing base64 run stay readable; the rest of the run goes.
+func TestGluedPrefixKept(t *testing.T) {
+	basic := base64.StdEncoding.EncodeToString([]byte("ci-bot:hunt3r2"))
+	for text, want := range map[string]string{
+		"Location: http://x/" + basic: "Location: http://x/" + Mark,
+		"auth=Basic+" + basic:         "auth=Basic+" + Mark,
+		"Basic " + basic:              "Basic " + Mark,
+	} {
+		if got := String(text, [][]byte{[]byte("hunt3r2")}); got != want {
+			t.Errorf("%q redacted to %q, want %q", text, got, want)
+		}
+	}
+}
