@@ -312,8 +312,15 @@ func TestPasswordScrubbed(t *testing.T) {
 	defer peer.Close()
 	s := &session{raw: client, client: client, password: []byte(pw)}
 	err := newError(ErrServerRejected, codeInvalidPassword, "bad thing with "+pw, errors.New("cause "+pw))
-	if got := s.scrub(err); strings.Contains(got.Error(), pw) || !errors.Is(got, ErrServerRejected) {
+	got := s.scrub(err)
+	if strings.Contains(got.Error(), pw) || !errors.Is(got, ErrServerRejected) {
 		t.Errorf("scrubbed error %q", got)
+	}
+	// The rest stays readable: the message around it, the SQLSTATE, the cause.
+	for _, want := range []string{"bad thing with [REDACTED]", "SQLSTATE " + codeInvalidPassword, "cause [REDACTED]"} {
+		if !strings.Contains(got.Error(), want) {
+			t.Errorf("scrubbed error %q lost %q", got, want)
+		}
 	}
 	done := make(chan []byte)
 	go func() { b, _ := io.ReadAll(peer); done <- b }()

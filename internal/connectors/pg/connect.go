@@ -41,7 +41,8 @@ type session struct {
 	client   net.Conn    // raw, or the TLS connection on top of it
 	sw       *switchConn // transport under client when it is TLS
 	deadline time.Time
-	password []byte // aliases the credential, for scrubbing messages
+	password []byte   // aliases the credential, for scrubbing messages
+	public   [][]byte // the user and database names, which may hold it
 }
 
 // Connect implements tcp.Connector.
@@ -103,6 +104,11 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		return nil, newError(ErrConfig, codeUnableToConnect, "the broker's credentials for this service are incomplete or invalid", err)
 	}
 	params := startupParams(pkt.params, t)
+	for _, p := range params {
+		if p.key == "user" || p.key == "database" {
+			s.public = append(s.public, []byte(p.value))
+		}
+	}
 	startup, err := encodeStartup(pkt.version, params)
 	if err != nil {
 		return nil, newError(ErrClientProtocol, codeProtocolViolation, "invalid startup parameter", err)
@@ -397,27 +403,32 @@ func (s *session) reportToClient(err error) {
 }
 
 // containsPassword guards against a password appearing in any text: it is
-// never put there on purpose, this catches accidents. Very short passwords
-// would match ordinary text, so they are not checked.
+// never put there on purpose, this catches accidents. The session's user and
+// database names do not count (see showsSecret).
 func (s *session) containsPassword(b []byte) bool {
-	return len(s.password) >= 4 && bytes.Contains(b, s.password)
+	return showsSecret(b, s.password, s.public...)
 }
 
-// scrub makes sure the returned (logged) error does not reveal the password.
+// scrub makes sure the returned (logged) error does not reveal the password:
+// where it shows, it is replaced, and the kind, SQLSTATE and the rest of the
+// text are kept.
 func (s *session) scrub(err error) error {
-	if s.containsPassword([]byte(err.Error())) {
-		var ce *connError
-		if errors.As(err, &ce) {
-			msg := ce.msg
-			if s.containsPassword([]byte(msg)) {
-				msg = "connection failed"
-			}
-			return fmt.Errorf("%w: %s (details withheld: they contained the password)", ce.kind, msg)
-		}
-		return errors.New("pg: connection failed (details withheld: they contained the password)")
+	if !s.containsPassword([]byte(err.Error())) {
+		return err
 	}
-	return err
+	hide := func(text string) string {
+		return string(bytes.ReplaceAll([]byte(text), s.password, []byte(redactedMark)))
+	}
+	var ce *connError
+	if !errors.As(err, &ce) {
+		return errors.New(hide(err.Error()))
+	}
+	text := hide(strings.TrimPrefix(ce.Error(), ce.kind.Error()+": "))
+	return fmt.Errorf("%w: %s", ce.kind, text)
 }
+
+// redactedMark stands in for a password in a logged error.
+const redactedMark = "[REDACTED]"
 
 // upstream is an authenticated server connection.
 type upstream struct {

@@ -376,20 +376,29 @@ func parseHostIP(host string) net.IP {
 }
 
 // revealsPassword reports whether a value the server sends during the
-// startup shows the password: it holds it (4 bytes or longer), and not only
-// as a part of a name the client may see anyway (a user named like its
-// password, as in many a development setup, shows in session_authorization).
+// startup shows the password (see showsSecret): a user named like its
+// password, as in many a development setup, shows in session_authorization.
 func (t *target) revealsPassword(v string) bool {
-	b := []byte(v)
-	if len(t.password) < 4 || !bytes.Contains(b, t.password) {
+	return showsSecret([]byte(v), t.password, []byte(t.username), []byte(t.database))
+}
+
+// showsSecret reports whether b holds secret (4 bytes or longer; shorter
+// ones would match ordinary text) anywhere but inside one of the public
+// names, which the client sees anyway: the user and database of the
+// session. With user and password both "postgres", the server's `password
+// authentication failed for user "postgres"` shows no secret; the same
+// text with the password beside the name does.
+func showsSecret(b, secret []byte, public ...[]byte) bool {
+	if len(secret) < 4 || !bytes.Contains(b, secret) {
 		return false
 	}
-	for _, public := range []string{t.username, t.database} {
-		if p := []byte(public); bytes.Contains(p, t.password) && bytes.Contains(b, p) {
-			return false
+	for _, p := range public {
+		if len(p) > 0 && bytes.Contains(p, secret) {
+			// A NUL keeps what was on either side of the name apart.
+			b = bytes.ReplaceAll(b, p, []byte{0})
 		}
 	}
-	return true
+	return bytes.Contains(b, secret)
 }
 
 // nameError is verifyName's refusal.

@@ -262,8 +262,13 @@
 // the client are prefixed "secretless: " and never contain a credential
 // value; the full detail is in the error Connect returns (which the broker
 // logs), which names credentials but never includes their values. As a last
-// guard, any text containing the password is replaced before it is sent or
-// returned.
+// guard, a server message that shows the password is not relayed (the
+// client gets "secretless: " and the connector's own text, or "connection
+// refused"), and in the returned error the password is replaced by
+// [REDACTED], keeping the rest and the SQLSTATE. The password inside the
+// session's user or database name does not count: with user and password
+// both "devuser", the server's `too many connections for role "devuser"`
+// reaches the client as it is.
 //
 // # Secrets
 //

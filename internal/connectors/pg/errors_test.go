@@ -285,6 +285,84 @@ func TestStartupNoticeWithPassword(t *testing.T) {
 	}
 }
 
+// TestPasswordInUserName: with the password inside the user name (user and
+// password both "devuser", as in many development setups), the server's
+// errors naming the role reach the client and the log as they are; only a
+// password shown outside the name is hidden.
+func TestPasswordInUserName(t *testing.T) {
+	srv := needServer(t)
+	tests := []struct {
+		name     string
+		role     role
+		password string // the service's password credential, when not the role's
+		wantCode string
+		wantText string
+	}{
+		{"too many connections for the role", roleNamedPW, "",
+			codeTooManyConnections, `too many connections for role "devuser"`},
+		{"wrong password equal to the user name", roleSCRAM, roleSCRAM.name,
+			codeInvalidPassword, `password authentication failed for user "scram_user"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			creds := baseCreds(srv, tc.role, "disable")
+			if tc.password != "" {
+				creds["password"] = tc.password
+			}
+			svc := newService(t, creds, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, svc.dsn(""))
+			if err == nil {
+				c.Close(ctx)
+				t.Fatal("connected")
+			}
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != tc.wantCode || !strings.Contains(pe.Message, tc.wantText) {
+				t.Fatalf("client got %v, want %s %q", err, tc.wantCode, tc.wantText)
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for svc.lastError() == nil && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			got := fmt.Sprint(svc.lastError())
+			if !strings.Contains(got, tc.wantText) || !strings.Contains(got, tc.wantCode) {
+				t.Errorf("logged error %q, want the server's %s %q", got, tc.wantCode, tc.wantText)
+			}
+		})
+	}
+}
+
+// TestShowsSecret: a password counts as shown only outside the public names.
+func TestShowsSecret(t *testing.T) {
+	tests := []struct {
+		name, text, secret string
+		public             []string
+		want               bool
+	}{
+		{"absent", "password authentication failed", "s3cret-pw", nil, false},
+		{"present", "bad s3cret-pw", "s3cret-pw", nil, true},
+		{"only inside the user name", `for role "devuser"`, "devuser", []string{"devuser"}, false},
+		{"inside a longer user name", `for role "devuser_admin"`, "devuser", []string{"devuser_admin"}, false},
+		{"beside the user name", `for role "devuser": devuser`, "devuser", []string{"devuser_admin"}, true},
+		{"name does not hold it", "x s3cret-pw", "s3cret-pw", []string{"app"}, true},
+		{"removing the name does not join its sides", "dev" + "devuser_x" + "user", "devuser", []string{"devuser_x"}, false},
+		{"the other name holds it", `role "app" database "orders"`, "orders", []string{"app", "orders"}, false},
+		{"too short to look for", "pw1", "pw1", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var pub [][]byte
+			for _, p := range tc.public {
+				pub = append(pub, []byte(p))
+			}
+			if got := showsSecret([]byte(tc.text), []byte(tc.secret), pub...); got != tc.want {
+				t.Errorf("showsSecret(%q, %q, %q) = %v, want %v", tc.text, tc.secret, tc.public, got, tc.want)
+			}
+		})
+	}
+}
+
 // TestRevealsPassword: a setting the server sends is held back when it
 // shows the password, but not for holding a user or database name the
 // password is part of (user and password both "postgres").

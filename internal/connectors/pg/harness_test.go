@@ -179,7 +179,11 @@ func (s *service) close() {
 	s.mu.Unlock()
 	for _, txt := range texts {
 		for _, r := range allRoles {
-			if r.password != "" && strings.Contains(txt, r.password) {
+			shown := txt
+			if strings.Contains(r.name, r.password) {
+				shown = strings.ReplaceAll(shown, r.name, "") // a user named like its password
+			}
+			if r.password != "" && strings.Contains(shown, r.password) {
 				s.t.Errorf("password of %s appears in broker output: %q", r.name, txt)
 			}
 		}

@@ -60,10 +60,11 @@ var (
 	roleUnicodeNew = role{"unicode_new_user", "\ufb01\U0001F600-Secret-12"} // emoji: Unicode 6.1
 	roleUnicode40  = role{"unicode_40_user", "\ufb01\u0221-Secret-13"}      // U+0221: Unicode 4.0
 	roleLimitOne   = role{"limit_one_user", "limitone-Secret-14"}           // CONNECTION LIMIT 1
+	roleNamedPW    = role{"devuser", "devuser"}                             // CONNECTION LIMIT 0; password = name
 
 	allRoles = []role{roleSCRAM, roleMD5, roleMD5SCRAM, rolePassword, rolePasswordM, roleTrust, roleSSLOnly,
 		roleNoSSLOnly, roleCert, roleLimited, roleRotate, roleUnicode, roleReplicator, roleMD5inSCRAM, roleBackup,
-		roleUnicodeNew, roleUnicode40, roleLimitOne}
+		roleUnicodeNew, roleUnicode40, roleLimitOne, roleNamedPW}
 )
 
 const testDB = "appdb"
@@ -300,7 +301,7 @@ func (s *pgServer) setup() error {
 			sql += " PASSWORD '" + r.password + "'"
 		}
 		switch r {
-		case roleLimited:
+		case roleLimited, roleNamedPW:
 			sql += " CONNECTION LIMIT 0"
 		case roleLimitOne:
 			sql += " CONNECTION LIMIT 1"

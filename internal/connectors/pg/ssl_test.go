@@ -277,7 +277,11 @@ func checkPgError(t testing.TB, err error, code, text, password string) {
 		t.Errorf("error %q does not mention %q", all, text)
 	}
 	for _, r := range allRoles {
-		if r.password != "" && strings.Contains(err.Error()+all, r.password) {
+		shown := err.Error() + all
+		if strings.Contains(r.name, r.password) {
+			shown = strings.ReplaceAll(shown, r.name, "") // a user named like its password
+		}
+		if r.password != "" && strings.Contains(shown, r.password) {
 			t.Errorf("client error contains the password of %s: %q", r.name, all)
 		}
 	}
