@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/relay"
 )
 
 // idleTimer closes both legs of a session once no bytes have moved in
@@ -61,4 +63,10 @@ func (c *activityConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-var _ net.Conn = (*activityConn)(nil)
+// EndsSessionAtEOF passes relay.SessionEnder through the wrapper.
+func (c *activityConn) EndsSessionAtEOF() bool { return relay.EndsSessionAtEOF(c.Conn) }
+
+var (
+	_ net.Conn           = (*activityConn)(nil)
+	_ relay.SessionEnder = (*activityConn)(nil)
+)

@@ -44,7 +44,8 @@ type closeWriter interface{ CloseWrite() error }
 // Pipe relays bytes in both directions until both directions have finished,
 // then closes both connections. When one side sends EOF, the write half of
 // the other side is closed (half-close), so protocols that signal the end of
-// input by shutting down their write side keep working. An error in either
+// input by shutting down their write side keep working; when that side is a
+// SessionEnder, both connections are closed then. An error in either
 // direction closes both connections, so neither goroutine is left blocked.
 // Pipe returns only when both copy goroutines have exited.
 func Pipe(client, target net.Conn) Result {
@@ -112,6 +113,9 @@ func oneWay(dst, src *end, abort func(error)) int64 {
 	} else {
 		// Without half-close support the only way to pass EOF on is to close.
 		abort(nil)
+	}
+	if EndsSessionAtEOF(src.conn) {
+		abort(nil) // after the half-close, so dst gets its FIN behind the data
 	}
 	return n
 }

@@ -459,3 +459,65 @@ func TestPipeUnwrapperBuffered(t *testing.T) {
 		<-res
 	}
 }
+
+// enderConn is a target connection whose EOF ends the session; with unwrap
+// it hands the relay its socket (raw system calls), as pg's does.
+type enderConn struct {
+	net.Conn
+	unwrap bool
+}
+
+func (c *enderConn) EndsSessionAtEOF() bool { return true }
+func (c *enderConn) CloseWrite() error      { return c.Conn.(*net.TCPConn).CloseWrite() }
+func (c *enderConn) RelayConn() net.Conn {
+	if c.unwrap {
+		return c.Conn
+	}
+	return nil
+}
+
+// TestPipeSessionEnder: when a SessionEnder target closes, the client gets
+// everything it sent and then EOF, and Pipe returns although the client
+// keeps its end open; without SessionEnder the client is only half-closed
+// and Pipe waits for it.
+func TestPipeSessionEnder(t *testing.T) {
+	tests := []struct {
+		name     string
+		wrap     func(net.Conn) net.Conn
+		wantDone bool
+	}{
+		{"ender, read and write", func(c net.Conn) net.Conn { return &enderConn{Conn: c} }, true},
+		{"ender, raw socket", func(c net.Conn) net.Conn { return &enderConn{Conn: c, unwrap: true} }, true},
+		{"plain target: half-close only", func(c net.Conn) net.Conn { return c }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, client := tcpPair(t)
+			target, server := tcpPair(t)
+			done := make(chan Result, 1)
+			go func() { done <- Pipe(client, tt.wrap(target)) }()
+			_, _ = server.Write([]byte("bye"))
+			_ = server.Close()
+			_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(app)
+			if err != nil || string(got) != "bye" {
+				t.Fatalf("app read %q, %v; want bye and EOF", got, err)
+			}
+			select {
+			case r := <-done:
+				if !tt.wantDone {
+					t.Fatalf("Pipe returned (%+v) while the client was still open", r)
+				}
+				if r.Err != nil || r.TargetToClient != 3 {
+					t.Errorf("result %+v", r)
+				}
+			case <-time.After(2 * time.Second):
+				if tt.wantDone {
+					t.Fatal("Pipe still running 2 s after the target closed")
+				}
+				_ = app.Close() // the client's close ends it
+				<-done
+			}
+		})
+	}
+}

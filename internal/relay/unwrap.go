@@ -23,3 +23,19 @@ func ioConn(c net.Conn) net.Conn {
 	}
 	return c
 }
+
+// SessionEnder is implemented by a connection whose end of stream ends the
+// whole session, as a PostgreSQL server's does: it never half-closes and
+// reads on. Once the relay has read it to EOF and passed that on, it closes
+// both connections instead of waiting for the other side to close too (a
+// client that keeps its end open would otherwise hold the session, its
+// slot and its descriptors).
+type SessionEnder interface {
+	EndsSessionAtEOF() bool
+}
+
+// EndsSessionAtEOF reports whether c's EOF ends its session (SessionEnder).
+func EndsSessionAtEOF(c net.Conn) bool {
+	e, ok := c.(SessionEnder)
+	return ok && e.EndsSessionAtEOF()
+}

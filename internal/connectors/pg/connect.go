@@ -199,7 +199,21 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 	}
 	s.sw.switchTo(inner)
 	go relay.Pipe(&tlsClient{Conn: s.client.(*tls.Conn), transport: inner}, conn)
-	return outer, nil
+	return &pairEnd{outer}, nil
+}
+
+// pairEnd is the broker's end of the socket pair that carries a TLS
+// client's decrypted session: like the server connection behind it, its EOF
+// ends the session (relay.SessionEnder), and the relay uses its socket.
+type pairEnd struct{ net.Conn }
+
+func (c *pairEnd) EndsSessionAtEOF() bool { return true }
+func (c *pairEnd) RelayConn() net.Conn    { return c.Conn }
+func (c *pairEnd) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // tlsClient is the client's TLS session as its relay sees it: when the

@@ -44,6 +44,12 @@ func (c *targetConn) RelayConn() net.Conn {
 	return nil
 }
 
+// EndsSessionAtEOF: when the server closes, the session is over (a
+// PostgreSQL server never half-closes), so the relay closes the client too
+// instead of waiting for it; after pg_terminate_backend, a server restart
+// or idle_session_timeout the client's slot and descriptor are freed.
+func (c *targetConn) EndsSessionAtEOF() bool { return true }
+
 func (c *targetConn) Close() error {
 	c.forget()
 	return c.Conn.Close()
@@ -251,14 +257,16 @@ func (c *switchConn) Read(p []byte) (int, error) {
 func (c *switchConn) switchTo(conn net.Conn) { c.Conn = conn }
 
 // finishedConn is returned for a client connection that needs no relay (a
-// CancelRequest has been forwarded): it reads as EOF and discards writes, so
-// the broker's relay ends as soon as the client closes.
+// CancelRequest has been forwarded): it reads as EOF and discards writes,
+// and its EOF ends the session, so the broker closes the client's
+// connection at once, as PostgreSQL does after a cancel request.
 type finishedConn struct{ local, remote net.Addr }
 
 func (finishedConn) Read([]byte) (int, error)         { return 0, io.EOF }
 func (finishedConn) Write(p []byte) (int, error)      { return len(p), nil }
 func (finishedConn) Close() error                     { return nil }
 func (finishedConn) CloseWrite() error                { return nil }
+func (finishedConn) EndsSessionAtEOF() bool           { return true }
 func (c finishedConn) LocalAddr() net.Addr            { return c.local }
 func (c finishedConn) RemoteAddr() net.Addr           { return c.remote }
 func (finishedConn) SetDeadline(time.Time) error      { return nil }
@@ -273,14 +281,19 @@ func (noteAddr) Network() string  { return "pg" }
 func (a noteAddr) String() string { return string(a) }
 
 var (
-	_ net.Addr        = noteAddr("")
-	_ net.Conn        = (*targetConn)(nil)
-	_ closeWriter     = (*targetConn)(nil)
-	_ relay.Unwrapper = (*targetConn)(nil)
-	_ net.Conn        = (*pooledConn)(nil)
-	_ closeWriter     = (*pooledConn)(nil)
-	_ relay.Unwrapper = (*pooledConn)(nil)
-	_ net.Conn        = (*switchConn)(nil)
-	_ net.Conn        = finishedConn{}
-	_ closeWriter     = finishedConn{}
+	_ net.Addr           = noteAddr("")
+	_ net.Conn           = (*targetConn)(nil)
+	_ closeWriter        = (*targetConn)(nil)
+	_ relay.Unwrapper    = (*targetConn)(nil)
+	_ net.Conn           = (*pooledConn)(nil)
+	_ closeWriter        = (*pooledConn)(nil)
+	_ relay.Unwrapper    = (*pooledConn)(nil)
+	_ relay.SessionEnder = (*targetConn)(nil)
+	_ relay.SessionEnder = finishedConn{}
+	_ relay.SessionEnder = (*pairEnd)(nil)
+	_ relay.Unwrapper    = (*pairEnd)(nil)
+	_ closeWriter        = (*pairEnd)(nil)
+	_ net.Conn           = (*switchConn)(nil)
+	_ net.Conn           = finishedConn{}
+	_ closeWriter        = finishedConn{}
 )

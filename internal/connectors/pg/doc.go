@@ -132,6 +132,15 @@
 // one end of a unix socket pair that carries the client's TLS records (so
 // a client's half-close travels on, and the broker relays it as a socket).
 //
+// A client's half-close reaches the server as one; the server's end of the
+// session (after a Terminate, pg_terminate_backend, idle_session_timeout, a
+// restart) ends it for the client too: the broker closes the client's
+// connection as soon as it has relayed the server's last bytes, whether or
+// not the client closes its side, as a connection to the server itself
+// would be closed. So does a CancelRequest once it has been handled. A
+// client that keeps its socket open cannot hold the service's
+// maxConnections slot or a descriptor for a session that is over.
+//
 // # Cancellation
 //
 // The server's BackendKeyData is relayed to the client unchanged (clients

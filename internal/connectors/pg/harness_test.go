@@ -119,6 +119,26 @@ func (s *service) serve(l net.Listener) {
 	}
 }
 
+// openCount is how many client connections the service is serving.
+func (s *service) openCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+// waitClosed fails the test unless the service serves no connection within
+// d: every relay has ended and freed its client connection.
+func (s *service) waitClosed(t testing.TB, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for s.openCount() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client connections still served %s later", s.openCount(), d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // setCred changes (or with value "" removes) one credential for the
 // following connections.
 func (s *service) setCred(k, v string) {

@@ -518,6 +518,68 @@ func TestServerEndReachesTLSClient(t *testing.T) {
 	}
 }
 
+// TestSessionEndsWhenServerEnds: a PostgreSQL server never half-closes, so
+// once it ends a session (pg_terminate_backend, as also a restart or
+// idle_session_timeout) or a cancel request has been handled, the broker
+// closes the client's connection, as the server would, although the client
+// keeps its end open: its descriptor and the service's connection slot are
+// freed at once, not when the client gets round to closing.
+func TestSessionEndsWhenServerEnds(t *testing.T) {
+	srv := needServer(t)
+	tests := []struct {
+		name   string
+		config string
+		tls    bool
+		cancel bool // send a CancelRequest instead of a startup
+	}{
+		{"terminated", "", false, false},
+		{"terminated, serverPool", "serverPool: {maxIdle: 2}\n", false, false},
+		{"terminated, tls client", fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile), true, false},
+		{"cancel request, unknown key", "", false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
+			raw, c := dialClient(t, svc, tc.tls)
+			if tc.cancel {
+				if _, err := c.Write(encodeCancelRequest(12345, []byte{1, 2, 3, 4})); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				fe := pgproto3.NewFrontend(c, c)
+				fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+					Parameters: map[string]string{"user": "anyone", "database": testDB, "application_name": "ends_with_server"}})
+				if err := fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				readUntilReady(t, c)
+				srv.exec(t, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'ends_with_server' and usename = $1", roleSCRAM.name)
+				// The server's FATAL 57P01 arrives, then the end of the stream.
+				var fatal *pgproto3.ErrorResponse
+				for fatal == nil {
+					m, err := fe.Receive()
+					if err != nil {
+						t.Fatalf("before the server's FATAL: %v", err)
+					}
+					if e, ok := m.(*pgproto3.ErrorResponse); ok {
+						fatal = e
+					}
+				}
+				if fatal.Code != "57P01" {
+					t.Errorf("server ended the session with %s %q, want 57P01", fatal.Code, fatal.Message)
+				}
+			}
+			_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.ReadAll(raw); err != nil {
+				t.Fatalf("after the session ended, reading the socket: %v; want EOF", err)
+			}
+			// The client has not closed: the broker must have.
+			svc.waitClosed(t, 2*time.Second)
+		})
+	}
+}
+
 // dialClient connects to the service's TCP listener, over TLS (after an
 // SSLRequest) when useTLS is set. It returns the socket and the connection
 // to speak the protocol on (the socket itself, or the TLS session on it).
