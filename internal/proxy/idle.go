@@ -63,7 +63,7 @@ func (c *activityConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// EndsSessionAtEOF passes relay.SessionEnder through the wrapper.
+// EndsSessionAtEOF passes tcp.SessionEnder through the wrapper.
 func (c *activityConn) EndsSessionAtEOF() bool { return relay.EndsSessionAtEOF(c.Conn) }
 
 var (

@@ -1,6 +1,10 @@
 package relay
 
-import "net"
+import (
+	"net"
+
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
+)
 
 // Unwrapper is implemented by a connection wrapper that can hand the relay
 // the socket underneath it, when reading and writing that socket directly is
@@ -24,15 +28,10 @@ func ioConn(c net.Conn) net.Conn {
 	return c
 }
 
-// SessionEnder is implemented by a connection whose end of stream ends the
-// whole session, as a PostgreSQL server's does: it never half-closes and
-// reads on. Once the relay has read it to EOF and passed that on, it closes
-// both connections instead of waiting for the other side to close too (a
-// client that keeps its end open would otherwise hold the session, its
-// slot and its descriptors).
-type SessionEnder interface {
-	EndsSessionAtEOF() bool
-}
+// SessionEnder is tcp.SessionEnder: a connection whose end of stream ends
+// the whole session. Once the relay has read it to EOF and passed that on,
+// it closes both connections instead of waiting for the other side.
+type SessionEnder = tcp.SessionEnder
 
 // EndsSessionAtEOF reports whether c's EOF ends its session (SessionEnder).
 func EndsSessionAtEOF(c net.Conn) bool {

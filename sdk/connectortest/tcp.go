@@ -289,7 +289,8 @@ func (tp *tap) connectorBytes(relayed int64) []byte {
 }
 
 // relay copies bytes both ways until both directions end, half-closing as
-// the broker does, then closes both connections.
+// the broker does, then closes both connections; like the broker, it closes
+// both as soon as a tcp.SessionEnder target reaches EOF.
 func relay(client, target net.Conn, relayed *atomic.Int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -297,6 +298,10 @@ func relay(client, target net.Conn, relayed *atomic.Int64) {
 		defer wg.Done()
 		_, _ = io.Copy(countingWriter{client, relayed}, target)
 		closeWrite(client)
+		if e, ok := target.(tcp.SessionEnder); ok && e.EndsSessionAtEOF() {
+			_ = client.Close()
+			_ = target.Close()
+		}
 	}()
 	go func() {
 		defer wg.Done()

@@ -204,7 +204,7 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 
 // pairEnd is the broker's end of the socket pair that carries a TLS
 // client's decrypted session: like the server connection behind it, its EOF
-// ends the session (relay.SessionEnder), and the relay uses its socket.
+// ends the session (tcp.SessionEnder), and the relay uses its socket.
 type pairEnd struct{ net.Conn }
 
 func (c *pairEnd) EndsSessionAtEOF() bool { return true }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/relay"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
 type closeWriter interface{ CloseWrite() error }
@@ -281,19 +282,19 @@ func (noteAddr) Network() string  { return "pg" }
 func (a noteAddr) String() string { return string(a) }
 
 var (
-	_ net.Addr           = noteAddr("")
-	_ net.Conn           = (*targetConn)(nil)
-	_ closeWriter        = (*targetConn)(nil)
-	_ relay.Unwrapper    = (*targetConn)(nil)
-	_ net.Conn           = (*pooledConn)(nil)
-	_ closeWriter        = (*pooledConn)(nil)
-	_ relay.Unwrapper    = (*pooledConn)(nil)
-	_ relay.SessionEnder = (*targetConn)(nil)
-	_ relay.SessionEnder = finishedConn{}
-	_ relay.SessionEnder = (*pairEnd)(nil)
-	_ relay.Unwrapper    = (*pairEnd)(nil)
-	_ closeWriter        = (*pairEnd)(nil)
-	_ net.Conn           = (*switchConn)(nil)
-	_ net.Conn           = finishedConn{}
-	_ closeWriter        = finishedConn{}
+	_ net.Addr         = noteAddr("")
+	_ net.Conn         = (*targetConn)(nil)
+	_ closeWriter      = (*targetConn)(nil)
+	_ relay.Unwrapper  = (*targetConn)(nil)
+	_ net.Conn         = (*pooledConn)(nil)
+	_ closeWriter      = (*pooledConn)(nil)
+	_ relay.Unwrapper  = (*pooledConn)(nil)
+	_ tcp.SessionEnder = (*targetConn)(nil)
+	_ tcp.SessionEnder = finishedConn{}
+	_ tcp.SessionEnder = (*pairEnd)(nil)
+	_ relay.Unwrapper  = (*pairEnd)(nil)
+	_ closeWriter      = (*pairEnd)(nil)
+	_ net.Conn         = (*switchConn)(nil)
+	_ net.Conn         = finishedConn{}
+	_ closeWriter      = finishedConn{}
 )

@@ -41,6 +41,18 @@ type IdleCounter interface {
 	IdleConnections() int
 }
 
+// SessionEnder is an optional interface for the target connection Connect
+// returns. By default the broker passes an EOF from either side on as a
+// half-close and keeps relaying the other direction until it ends too. When
+// EndsSessionAtEOF reports true, the target's EOF ends the whole session
+// instead: once the broker has relayed the target's last bytes it closes
+// both connections, as for protocols whose servers never half-close
+// (PostgreSQL, MySQL), so a client that keeps its socket open does not hold
+// a session that is over.
+type SessionEnder interface {
+	EndsSessionAtEOF() bool
+}
+
 // ConnectorFunc adapts an ordinary function to the Connector interface.
 type ConnectorFunc func(clientConn net.Conn, credentialValuesByID connector.CredentialValuesByID) (net.Conn, error)
 
