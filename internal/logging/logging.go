@@ -34,6 +34,7 @@ func NewFormat(w io.Writer, debug bool, format string) *slog.Logger {
 type Adapter struct {
 	l      *slog.Logger
 	prefix string
+	copied bool // made by CopyWith: lines carry the prefix
 	debug  bool
 	live   *redact.Live
 }
@@ -51,6 +52,12 @@ func ForService(l *slog.Logger, service string, live *redact.Live) *Adapter {
 
 func (a *Adapter) log(level slog.Level, msg string) {
 	if level == slog.LevelDebug && !a.debug {
+		return
+	}
+	if a.copied {
+		// The prefix is redacted line by line too: a connector may build it
+		// from a credential, and which secrets are live changes.
+		a.l.Log(context.Background(), level, a.live.String(msg), "prefix", a.live.String(a.prefix))
 		return
 	}
 	a.l.Log(context.Background(), level, a.live.String(msg))
@@ -123,7 +130,7 @@ func (a *Adapter) Prefix() string { return a.prefix }
 
 // CopyWith implements sdklog.Logger.
 func (a *Adapter) CopyWith(prefix string, isDebug bool) sdklog.Logger {
-	return &Adapter{l: a.l.With("prefix", prefix), prefix: prefix, debug: isDebug, live: a.live}
+	return &Adapter{l: a.l, prefix: prefix, copied: true, debug: isDebug, live: a.live}
 }
 
 var _ sdklog.Logger = (*Adapter)(nil)

@@ -12,6 +12,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"net/url"
 	"regexp"
 	"sort"
@@ -269,22 +271,38 @@ func String(s string, secrets [][]byte) string {
 	return fs.String(s)
 }
 
-// Error returns err with its text redacted (err itself when nothing was
-// found).
+// Error returns an error whose text is err's, redacted. It is a plain
+// error whatever err is: printed with any verb, or wrapped with %w, it shows
+// exactly that text, never what err's own Format, GoString or LogValue
+// methods would. When nothing was redacted it unwraps to err, so errors.Is
+// and errors.As still classify it; otherwise err is dropped.
 func Error(err error, creds connector.CredentialValuesByID) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
 	if out := String(msg, Secrets(creds)); out != msg {
-		return redactedError(out)
+		return &redactedError{msg: out}
 	}
-	return err
+	return &redactedError{msg: msg, err: err}
 }
 
-type redactedError string
+type redactedError struct {
+	msg string
+	err error // nil when the text was redacted
+}
 
-func (e redactedError) Error() string { return string(e) }
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// Format prints the text for every verb (%#v would show the fields).
+func (e *redactedError) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", e.msg)
+		return
+	}
+	_, _ = io.WriteString(f, e.msg)
+}
 
 // Live is the set of secret values that a service's connections hold at
 // the moment (added when they are fetched, removed before they are

@@ -81,13 +81,48 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
-func TestErrorKeepsCleanErrors(t *testing.T) {
+// formatterErr prints something other than its Error text, as a
+// connector's error type may.
+type formatterErr struct{ secret string }
+
+func (e formatterErr) Error() string                 { return "fmt error" }
+func (e formatterErr) Format(f fmt.State, verb rune) { fmt.Fprintf(f, "FORMATTER %s", e.secret) }
+func (e formatterErr) GoString() string              { return "GOSTRING " + e.secret }
+
+// TestError: the result shows err's text, redacted, with every verb and
+// when wrapped; a clean error still unwraps to itself for errors.Is.
+func TestError(t *testing.T) {
+	const pw = "hunter22"
+	creds := connector.CredentialValuesByID{"password": []byte(pw)}
 	clean := errors.New("dial tcp: connection refused")
-	if got := Error(clean, connector.CredentialValuesByID{"password": []byte("hunter22")}); got != clean {
-		t.Errorf("clean error replaced: %v", got)
+	tests := []struct {
+		name    string
+		err     error
+		want    string
+		unwraps bool
+	}{
+		{"clean", clean, "dial tcp: connection refused", true},
+		{"holds the secret", errors.New("bad " + pw), "bad " + Mark, false},
+		{"formats differently", formatterErr{pw}, "fmt error", true},
+		// fmt.Errorf formats the inner error with its Format: that text is what is checked.
+		{"formats differently, wrapped", fmt.Errorf("outer: %w", formatterErr{pw}), "outer: FORMATTER " + Mark, false},
 	}
-	if got := Error(errors.New("bad hunter22"), connector.CredentialValuesByID{"password": []byte("hunter22")}); got.Error() != "bad "+Mark {
-		t.Errorf("got %v", got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Error(tc.err, creds)
+			for _, shown := range []string{got.Error(), fmt.Sprintf("%v", got), fmt.Sprintf("%+v", got),
+				fmt.Sprintf("%#v", got), fmt.Sprintf("%s", got), fmt.Errorf("connector: %w", got).Error()} {
+				if strings.Contains(shown, pw) {
+					t.Errorf("shown as %q", shown)
+				}
+			}
+			if got.Error() != tc.want {
+				t.Errorf("Error() = %q, want %q", got.Error(), tc.want)
+			}
+			if errors.Is(got, tc.err) != tc.unwraps {
+				t.Errorf("errors.Is(result, err) = %v, want %v", !tc.unwraps, tc.unwraps)
+			}
+		})
 	}
 }
 
