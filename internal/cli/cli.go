@@ -206,14 +206,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageErr(stderr, "-log-format must be text or json, not %q", *logFormat)
 	}
-	if a := *healthAddr; a != "" {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			hint := ""
-			if _, err := strconv.Atoi(a); err == nil {
-				hint = fmt.Sprintf(" (:%s for port %s on every address)", a, a)
-			}
-			return usageErr(stderr, "-health-addr %q: want HOST:PORT or :PORT%s, or \"\" to turn the health server off", a, hint)
-		}
+	if msg := checkHealthAddr(*healthAddr); msg != "" {
+		return usageErr(stderr, "%s", msg)
 	}
 	file, err := configFile(*cfgFile)
 	if err != nil {
@@ -317,6 +311,34 @@ func prepareInterruptible(ctx context.Context, opts broker.Options) (*broker.Bro
 // validateLogger is the plugin loader's logger for validate: its warnings
 // (plugins loaded without a checksum file) reach stderr, its reports of
 // each plugin do not.
+// checkHealthAddr returns what is wrong with a -health-addr value, "" when
+// nothing is: HOST:PORT or :PORT with a port number (or service name) in
+// range, or "" (no health server). Start-up and validate both use it.
+func checkHealthAddr(a string) string {
+	if a == "" {
+		return ""
+	}
+	const want = "want HOST:PORT or :PORT%s, or \"\" to turn the health server off"
+	_, port, err := net.SplitHostPort(a)
+	if err != nil || port == "" {
+		hint := ""
+		if _, err := strconv.Atoi(a); err == nil {
+			hint = fmt.Sprintf(" (:%s for port %s on every address)", a, a)
+		}
+		return fmt.Sprintf("-health-addr %q: "+want, a, hint)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Sprintf("-health-addr %q: port %d is out of range (0-65535)", a, n)
+		}
+		return ""
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Sprintf("-health-addr %q: %q is neither a port number nor a known service name", a, port)
+	}
+	return ""
+}
+
 func validateLogger(stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -335,6 +357,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return usageErr(stderr, "validate: unexpected argument %q (name the config file with -f %s)", fs.Arg(0), fs.Arg(0))
+	}
+	if msg := checkHealthAddr(*healthAddr); msg != "" {
+		return usageErr(stderr, "validate: %s", msg)
 	}
 	file, err := configFile(*cfgFile)
 	if err != nil {
