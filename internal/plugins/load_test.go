@@ -392,3 +392,57 @@ func TestLoadPrivateCopy(t *testing.T) {
 		t.Errorf("private directory left behind: %v", ents)
 	}
 }
+
+// TestWritableWarnings: a checksum file, its directory or a plugin
+// directory that users other than the owner can write is warned about
+// (verification itself still holds), with the chmod that fixes it.
+func TestWritableWarnings(t *testing.T) {
+	tests := []struct {
+		name    string
+		sumMode os.FileMode
+		sumDir  os.FileMode
+		dirMode os.FileMode
+		want    []string // substrings of the one warning expected
+	}{
+		{"owner only", 0o644, 0o755, 0o755, nil},
+		{"checksum file world-writable", 0o666, 0o755, 0o755,
+			[]string{"the checksum file can be written by other users (mode 0666)", "chmod go-w"}},
+		{"checksum file group-writable", 0o664, 0o755, 0o755,
+			[]string{"the checksum file can be written by its group (mode 0664)", "chmod g-w"}},
+		{"checksum file's directory world-writable", 0o644, 0o777, 0o755,
+			[]string{"the checksum file's directory can be written by other users", "chmod o-w"}},
+		{"plugin directory world-writable", 0o644, 0o755, 0o777,
+			[]string{"the plugin directory can be written by other users (mode 0777): anyone can add files"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := withChecksums(t, map[string]string{"tcpgood.so": "tcpgood.so"})
+			rec := &recorder{}
+			opts.Logger = slog.New(rec)
+			for path, mode := range map[string]os.FileMode{opts.ChecksumFile: tc.sumMode, filepath.Dir(opts.ChecksumFile): tc.sumDir, opts.Dir: tc.dirMode} {
+				if err := os.Chmod(path, mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := Verify(opts); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			wantN := 0
+			if tc.want != nil {
+				wantN = 1 // each case loosens one thing
+			}
+			if got := rec.find(slog.LevelWarn, "can be written by"); len(got) != wantN {
+				t.Fatalf("%d warnings, want %d: %v", len(got), wantN, rec.records)
+			}
+			var all string
+			for _, r := range rec.records {
+				all += r.Message + "\n"
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("warnings %q lack %q", all, w)
+				}
+			}
+		})
+	}
+}

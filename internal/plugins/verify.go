@@ -126,6 +126,13 @@ func verify(opts Options) ([]*candidate, error) {
 	if err != nil {
 		return nil, err
 	}
+	if checked {
+		warnWritable(log, opts.ChecksumFile, "checksum file", 0o022)
+		warnWritable(log, filepath.Dir(opts.ChecksumFile), "checksum file's directory", 0o002)
+	}
+	if exists {
+		warnWritable(log, opts.Dir, "plugin directory", 0o002)
+	}
 	if !exists {
 		if checked {
 			return nil, errorf(ErrNoPluginDir, "plugin directory %q does not exist but checksum file %q was given", opts.Dir, opts.ChecksumFile)
@@ -385,4 +392,32 @@ func sameFile(a, b string) bool {
 	}
 	sb, err := os.Stat(b)
 	return err == nil && os.SameFile(sa, sb)
+}
+
+// warnWritable warns when path can be written by users other than its
+// owner (the permission bits in mask). Verification still holds for this
+// start-up, but whoever can rewrite the checksum file (or swap it, through
+// its directory) decides what the next start-up accepts, and a plugin
+// directory anyone can write to lets anyone stop the broker from starting.
+func warnWritable(log *slog.Logger, path, what string, mask os.FileMode) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return // reported where it is read
+	}
+	perm := fi.Mode().Perm()
+	if perm&mask == 0 {
+		return
+	}
+	who, fix := "its group", "g-w"
+	if perm&0o002 != 0 {
+		who, fix = "other users", "o-w"
+		if mask&0o020 != 0 && perm&0o020 != 0 {
+			fix = "go-w"
+		}
+	}
+	risk := "whoever can change it decides which plugins the broker accepts"
+	if what == "plugin directory" {
+		risk = "anyone can add files to it and so stop the broker from starting"
+	}
+	log.Warn(fmt.Sprintf("the %s can be written by %s (mode %#o): %s; chmod %s %s", what, who, perm, risk, fix, path), "path", path)
 }
