@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -20,6 +21,37 @@ type targetConn struct {
 	pending []byte
 	once    sync.Once
 	onClose func()
+
+	// The last bytes written, kept when Conn is TLS (see CloseWrite).
+	tail  [len(terminateMsgArr)]byte
+	tailN int
+}
+
+// Write writes to the server; over TLS it notes the last bytes written.
+// (Without TLS the relay writes to the socket itself, see RelayConn.)
+func (c *targetConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if _, ok := c.Conn.(*tls.Conn); ok {
+		c.noteTail(p[:n])
+	}
+	return n, err
+}
+
+// noteTail keeps the last len(tail) bytes of everything written.
+func (c *targetConn) noteTail(p []byte) {
+	if len(p) >= len(c.tail) {
+		c.tailN = copy(c.tail[:], p[len(p)-len(c.tail):])
+		return
+	}
+	keep := min(c.tailN, len(c.tail)-len(p))
+	copy(c.tail[:keep], c.tail[c.tailN-keep:c.tailN])
+	c.tailN = keep + copy(c.tail[keep:], p)
+}
+
+// endedWithTerminate reports whether the last bytes written were a
+// Terminate message (or bytes that look like one).
+func (c *targetConn) endedWithTerminate() bool {
+	return c.tailN == len(c.tail) && c.tail == terminateMsgArr
 }
 
 func (c *targetConn) Read(p []byte) (int, error) {
@@ -66,7 +98,10 @@ func (c *targetConn) forget() {
 }
 
 // terminateMsg is the client's Terminate message.
-var terminateMsg = []byte{'X', 0, 0, 0, 4}
+var (
+	terminateMsgArr = [...]byte{'X', 0, 0, 0, 4}
+	terminateMsg    = terminateMsgArr[:]
+)
 
 // pooledConn is the server connection of a session on a service with
 // serverPool. It follows message boundaries in both directions (without
@@ -224,8 +259,19 @@ func (c *pooledConn) Close() error {
 }
 
 // CloseWrite half-closes the server connection, so that the relay can pass
-// a client's EOF on.
+// a client's EOF on. Over TLS that is a close_notify alert and a FIN,
+// except after a Terminate: then only the FIN goes. The server exits on the
+// Terminate without reading further, and a close_notify left unread in its
+// socket makes its close a reset, which discards the end of its answer
+// still on its way to the broker (a client that sends a query and
+// Terminate, half-closes and reads lost the rest of its rows). A plain FIN
+// is not data, so the server closes cleanly, as with a direct client.
 func (c *targetConn) CloseWrite() error {
+	if tc, ok := c.Conn.(*tls.Conn); ok && c.endedWithTerminate() {
+		if cw, ok := tc.NetConn().(closeWriter); ok {
+			return cw.CloseWrite()
+		}
+	}
 	if cw, ok := c.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}

@@ -580,6 +580,63 @@ func TestSessionEndsWhenServerEnds(t *testing.T) {
 	}
 }
 
+// TestHalfCloseAfterTerminate: a client that sends a query and Terminate,
+// shuts down its write side and reads gets the whole answer, as from the
+// server directly, also when the broker's leg to the server is TLS (where a
+// close_notify passed on for the FIN made the exiting server reset the
+// connection and cut the answer short).
+func TestHalfCloseAfterTerminate(t *testing.T) {
+	srv := needServer(t)
+	const rows = 100000
+	q, _ := (&pgproto3.Query{String: fmt.Sprintf("select g, repeat('x', 100) from generate_series(1, %d) g", rows)}).Encode(nil)
+	tests := []struct{ name, sslmode, config string }{
+		{"tls server", "require", ""},
+		{"tls server, serverPool", "require", "serverPool: {maxIdle: 2}\n"},
+		{"plain server", "disable", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := newService(t, baseCreds(srv, roleSCRAM, tc.sslmode), tc.config)
+			for round := 0; round < 3; round++ {
+				raw, c := dialClient(t, svc, false)
+				fe := pgproto3.NewFrontend(c, c)
+				fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+					Parameters: map[string]string{"user": "anyone", "database": testDB}})
+				if err := fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				readUntilReady(t, c)
+				if _, err := c.Write(append(append([]byte{}, q...), terminateMsg...)); err != nil {
+					t.Fatal(err)
+				}
+				if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				got, complete := 0, false
+				for {
+					m, err := fe.Receive()
+					if err != nil {
+						break // EOF once the server has ended the session
+					}
+					switch m := m.(type) {
+					case *pgproto3.DataRow:
+						got++
+					case *pgproto3.CommandComplete:
+						complete = string(m.CommandTag) == fmt.Sprintf("SELECT %d", rows)
+					case *pgproto3.ErrorResponse:
+						t.Fatalf("round %d: %s %s", round, m.Code, m.Message)
+					}
+				}
+				if got != rows || !complete {
+					t.Fatalf("round %d: %d of %d rows, CommandComplete %v", round, got, rows, complete)
+				}
+				raw.Close()
+			}
+		})
+	}
+}
+
 // dialClient connects to the service's TCP listener, over TLS (after an
 // SSLRequest) when useTLS is set. It returns the socket and the connection
 // to speak the protocol on (the socket itself, or the TLS session on it).
@@ -606,4 +663,34 @@ func dialClient(t *testing.T, svc *service, useTLS bool) (raw, c net.Conn) {
 		t.Fatal(err)
 	}
 	return raw, tc
+}
+
+// TestEndedWithTerminate: the last five bytes written are tracked across
+// writes of any size.
+func TestEndedWithTerminate(t *testing.T) {
+	q := []byte("Q\x00\x00\x00\x0dselect 1\x00")
+	tests := []struct {
+		name   string
+		writes [][]byte
+		want   bool
+	}{
+		{"nothing written", nil, false},
+		{"query only", [][]byte{q}, false},
+		{"query and terminate in one write", [][]byte{append(append([]byte{}, q...), terminateMsg...)}, true},
+		{"terminate alone", [][]byte{terminateMsg}, true},
+		{"terminate split", [][]byte{q, terminateMsg[:2], terminateMsg[2:3], terminateMsg[3:]}, true},
+		{"bytes after terminate", [][]byte{terminateMsg, []byte("x")}, false},
+		{"short writes, no terminate", [][]byte{[]byte("X"), []byte("\x00\x00"), []byte("\x00\x05")}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c targetConn
+			for _, w := range tc.writes {
+				c.noteTail(w)
+			}
+			if got := c.endedWithTerminate(); got != tc.want {
+				t.Errorf("endedWithTerminate = %v, want %v (tail %q)", got, tc.want, c.tail[:c.tailN])
+			}
+		})
+	}
 }
