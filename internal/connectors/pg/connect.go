@@ -198,8 +198,31 @@ func (s *session) run(creds connector.CredentialValuesByID) (net.Conn, error) {
 		return conn, nil
 	}
 	s.sw.switchTo(inner)
-	go relay.Pipe(&tlsClient{Conn: s.client.(*tls.Conn), transport: inner}, conn)
+	go relay.Pipe(&tlsClient{Conn: s.client.(*tls.Conn), transport: inner}, innerServer{conn})
 	return &pairEnd{outer}, nil
+}
+
+// innerServer is the server connection as the TLS client's relay sees it.
+// The server's EOF does not end that relay at once: it sends close_notify
+// and half-closes the socket pair, the broker's relay then ends the session
+// on pairEnd's EOF and closes the pair's other end, and this relay ends on
+// that. Closing the pair here first, with the client's last TLS records
+// still unread in it, would reset the pair under the broker's relay
+// (broken pipe in the log of a session that ended normally).
+type innerServer struct{ net.Conn }
+
+func (c innerServer) EndsSessionAtEOF() bool { return false }
+func (c innerServer) RelayConn() net.Conn {
+	if u, ok := c.Conn.(relay.Unwrapper); ok {
+		return u.RelayConn()
+	}
+	return nil
+}
+func (c innerServer) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // pairEnd is the broker's end of the socket pair that carries a TLS

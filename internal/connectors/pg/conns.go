@@ -338,6 +338,9 @@ var (
 	_ tcp.SessionEnder = (*targetConn)(nil)
 	_ tcp.SessionEnder = finishedConn{}
 	_ tcp.SessionEnder = (*pairEnd)(nil)
+	_ tcp.SessionEnder = innerServer{}
+	_ relay.Unwrapper  = innerServer{}
+	_ closeWriter      = innerServer{}
 	_ relay.Unwrapper  = (*pairEnd)(nil)
 	_ closeWriter      = (*pairEnd)(nil)
 	_ net.Conn         = (*switchConn)(nil)

@@ -38,6 +38,7 @@ type service struct {
 	// client is closed then.
 	brokerTimeout time.Duration
 	errs          []error
+	relayErrs     []error // relays that ended with an error, as the broker logs them
 	sessions      []sessionInfo
 	open          map[net.Conn]bool
 	wg            sync.WaitGroup
@@ -114,7 +115,11 @@ func (s *service) serve(l net.Listener) {
 				_ = c.Close()
 				return
 			}
-			relay.Pipe(c, target)
+			if res := relay.Pipe(c, target); !relay.IsClosedErr(res.Err) {
+				s.mu.Lock()
+				s.relayErrs = append(s.relayErrs, res.Err)
+				s.mu.Unlock()
+			}
 		}()
 	}
 }
