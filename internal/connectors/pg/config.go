@@ -139,56 +139,62 @@ func parseConfig(b []byte) (*config, error) {
 	if err := yaml.Unmarshal(b, &node); err != nil {
 		return nil, fmt.Errorf("%w: config: %w", ErrConfig, err)
 	}
+	// Every problem is reported, not only the first.
+	var errs []error
 	if err := checkKeys(&node, ""); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	var raw rawConfig
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	dec.KnownFields(len(errs) == 0) // unknown keys are reported already
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%w: config: %w", ErrConfig, err)
-	}
-	var err error
-	if raw.ConnectTimeout != "" {
-		if cfg.connectTimeout, err = parsePositiveDuration(raw.ConnectTimeout); err != nil {
-			return nil, keyErr("connectTimeout", "%w", err)
+		if len(errs) == 0 {
+			errs = append(errs, fmt.Errorf("%w: config: %w", ErrConfig, err))
 		}
+		return nil, errors.Join(errs...)
 	}
-	if raw.HandshakeTimeout != "" {
-		if cfg.handshakeTimeout, err = parsePositiveDuration(raw.HandshakeTimeout); err != nil {
-			return nil, keyErr("handshakeTimeout", "%w", err)
+	fail := func(err error) { errs = append(errs, err) }
+	duration := func(key, v string, into *time.Duration) {
+		if v == "" {
+			return
 		}
+		d, err := parsePositiveDuration(v)
+		if err != nil {
+			fail(keyErr(key, "%w", err))
+			return
+		}
+		*into = d
 	}
+	duration("connectTimeout", raw.ConnectTimeout, &cfg.connectTimeout)
+	duration("handshakeTimeout", raw.HandshakeTimeout, &cfg.handshakeTimeout)
 	if raw.SCRAMCacheSize != nil {
 		if *raw.SCRAMCacheSize < 0 {
-			return nil, keyErr("scramCacheSize", "must be 0 (disabled) or more, got %d", *raw.SCRAMCacheSize)
+			fail(keyErr("scramCacheSize", "must be 0 (disabled) or more, got %d", *raw.SCRAMCacheSize))
+		} else {
+			cfg.scramCacheSize = *raw.SCRAMCacheSize
 		}
-		cfg.scramCacheSize = *raw.SCRAMCacheSize
 	}
 	if p := raw.ServerPool; p != nil {
-		if p.MaxIdle == nil {
-			return nil, keyErr("serverPool.maxIdle", "required when serverPool is set (how many idle server connections to keep)")
+		switch {
+		case p.MaxIdle == nil:
+			fail(keyErr("serverPool.maxIdle", "required when serverPool is set (how many idle server connections to keep)"))
+		case *p.MaxIdle < 0 || *p.MaxIdle > maxPoolIdle:
+			fail(keyErr("serverPool.maxIdle", "must be between 0 (off) and %d, got %d", maxPoolIdle, *p.MaxIdle))
+		default:
+			cfg.poolMaxIdle = *p.MaxIdle
 		}
-		if *p.MaxIdle < 0 || *p.MaxIdle > maxPoolIdle {
-			return nil, keyErr("serverPool.maxIdle", "must be between 0 (off) and %d, got %d", maxPoolIdle, *p.MaxIdle)
-		}
-		cfg.poolMaxIdle = *p.MaxIdle
-		if p.IdleTimeout != "" {
-			if cfg.poolIdleTimeout, err = parsePositiveDuration(p.IdleTimeout); err != nil {
-				return nil, keyErr("serverPool.idleTimeout", "%w", err)
-			}
-		}
-		if p.MaxLifetime != "" {
-			if cfg.poolMaxLifetime, err = parsePositiveDuration(p.MaxLifetime); err != nil {
-				return nil, keyErr("serverPool.maxLifetime", "%w", err)
-			}
-		}
+		duration("serverPool.idleTimeout", p.IdleTimeout, &cfg.poolIdleTimeout)
+		duration("serverPool.maxLifetime", p.MaxLifetime, &cfg.poolMaxLifetime)
 	}
 	if raw.TLS != nil {
+		var err error
 		if cfg.clientTLS, err = clientTLSConfig(raw.TLS); err != nil {
-			return nil, err
+			fail(err)
 		}
 		cfg.requireTLS = raw.TLS.Require
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
 }
@@ -204,8 +210,8 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// checkKeys reports the first key of a mapping that is not allowed, with
-// its dotted path.
+// checkKeys reports every key of a mapping that is not allowed (or given
+// twice, or of the wrong type), with its dotted path.
 func checkKeys(n *yaml.Node, path string) error {
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
@@ -223,6 +229,7 @@ func checkKeys(n *yaml.Node, path string) error {
 		}
 		return keyErr(path, "must be a mapping")
 	}
+	var errs []error
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i].Value
@@ -231,7 +238,8 @@ func checkKeys(n *yaml.Node, path string) error {
 			full = path + "." + k
 		}
 		if seen[k] {
-			return keyErr(full, "given twice")
+			errs = append(errs, keyErr(full, "given twice"))
+			continue
 		}
 		seen[k] = true
 		known := false
@@ -244,16 +252,18 @@ func checkKeys(n *yaml.Node, path string) error {
 		if !known {
 			sorted := append([]string(nil), allowed...)
 			sort.Strings(sorted)
-			return keyErr(full, "unknown key; known keys here: %s", strings.Join(sorted, ", "))
+			errs = append(errs, keyErr(full, "unknown key; known keys here: %s", strings.Join(sorted, ", ")))
+			continue
 		}
 		if err := checkType(full, n.Content[i+1]); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		if err := checkKeys(n.Content[i+1], full); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // clientTLSConfig builds the TLS configuration offered to clients.

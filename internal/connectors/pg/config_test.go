@@ -341,3 +341,28 @@ var (
 		Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"},
 		Bytes:   []byte("not a real key")}))
 )
+
+// TestValidateConfigEveryProblem: all the problems of a config block are
+// reported together, not only the first.
+func TestValidateConfigEveryProblem(t *testing.T) {
+	cfg := "connectTimeout: banana\nnonsense: 1\nserverPool: {maxIdle: -1, idleTimeout: soon, max: 3}\nhandshakeTimeout: 0s\n"
+	err := Plugin().(tcp.Validator).ValidateConfig([]byte(cfg))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		"config.nonsense: unknown key",
+		"config.serverPool.max: unknown key",
+		`config.connectTimeout: not a duration (like 5s or 1m): "banana"`,
+		"config.serverPool.maxIdle: must be between 0 (off)",
+		`config.serverPool.idleTimeout: not a duration (like 5s or 1m): "soon"`,
+		"config.handshakeTimeout: must be positive",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error\n  %v\nlacks\n  %s", err, want)
+		}
+	}
+	if !errors.Is(err, ErrConfig) {
+		t.Error("error does not wrap ErrConfig")
+	}
+}
