@@ -248,9 +248,10 @@ func Prepare(opts Options) (*Broker, error) {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	b := &Broker{opts: opts, log: opts.Logger, metrics: metrics.New(), serveErr: make(chan error, 16)}
-	cfg, err := LoadConfig(opts.ConfigFile, opts.Providers)
-	if err != nil {
-		return nil, err
+	cfg, cfgErr := LoadConfig(opts.ConfigFile, opts.Providers)
+	var ce *config.Error
+	if cfgErr != nil && (!errors.As(cfgErr, &ce) || ce.Partial == nil || len(ce.Partial.Services) == 0) {
+		return nil, cfgErr
 	}
 	b.cfg = cfg
 	b.pluginState = plugins.Fingerprint(opts.PluginDir, opts.ChecksumFile)
@@ -262,7 +263,20 @@ func Prepare(opts Options) (*Broker, error) {
 		Reserved: reserved, Logger: opts.Logger})
 	if err != nil {
 		b.metrics.PluginLoads.WithLabelValues("failed").Inc()
+		if cfgErr != nil {
+			return nil, errors.Join(cfgErr, err)
+		}
 		return nil, err
+	}
+	if cfgErr != nil {
+		// The file has problems: report those of the connectors of its
+		// other services in the same run.
+		if reg, rerr := NewRegistry(loaded, opts.Extra...); rerr == nil {
+			cfgErr = config.WithLaterProblems(cfgErr, func(c *config.Config) error {
+				return CheckConnectors(c, reg, opts.Providers, false)
+			})
+		}
+		return nil, cfgErr
 	}
 	b.metrics.PluginLoads.WithLabelValues("ok").Add(float64(len(loaded)))
 	if b.reg, err = NewRegistry(loaded, opts.Extra...); err != nil {
@@ -525,6 +539,10 @@ func (b *Broker) Reload() error {
 	cfg, err := LoadConfig(b.opts.ConfigFile, b.opts.Providers)
 	if err == nil {
 		err = CheckConnectors(cfg, b.reg, b.opts.Providers, false)
+	} else {
+		err = config.WithLaterProblems(err, func(c *config.Config) error {
+			return CheckConnectors(c, b.reg, b.opts.Providers, false)
+		})
 	}
 	if err == nil {
 		err = b.checkOwnAddresses(cfg)

@@ -365,9 +365,10 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	cfg, err := broker.LoadConfig(file, nil)
-	if err != nil {
-		return fail(stderr, err)
+	cfg, cfgErr := broker.LoadConfig(file, nil)
+	var ce *config.Error
+	if cfgErr != nil && !errors.As(cfgErr, &ce) {
+		return fail(stderr, cfgErr)
 	}
 	var loaded []plugins.Plugin
 	checkPlugins := *pluginDir != "" || *sumFile != ""
@@ -377,12 +378,18 @@ func validate(args []string, stdout, stderr io.Writer) int {
 			dir = DefaultPluginDir
 		}
 		if loaded, err = plugins.Load(plugins.Options{Dir: dir, ChecksumFile: *sumFile, Reserved: broker.BuiltinIDs(), Logger: validateLogger(stderr)}); err != nil {
-			return fail(stderr, err)
+			return fail(stderr, errors.Join(cfgErr, err))
 		}
 	}
 	reg, err := broker.NewRegistry(loaded)
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, errors.Join(cfgErr, err))
+	}
+	if cfgErr != nil {
+		// Report the problems of the other services' connectors too.
+		return fail(stderr, config.WithLaterProblems(cfgErr, func(c *config.Config) error {
+			return broker.CheckConnectors(c, reg, nil, !checkPlugins)
+		}))
 	}
 	if err := broker.CheckConnectors(cfg, reg, nil, !checkPlugins); err != nil {
 		return fail(stderr, err)

@@ -330,3 +330,59 @@ func TestSignalDuringStuckStartup(t *testing.T) {
 		t.Errorf("a start-up that finishes: err = %v", err)
 	}
 }
+
+// TestEveryProblemInOneRun: a file whose services have problems both in
+// parsing (a bad port) and in their connectors (an unknown connector, a pg
+// config block it rejects) gets all of them reported in one run, by
+// start-up and by validate, in line order.
+func TestEveryProblemInOneRun(t *testing.T) {
+	cfg := writeFile(t, "multi.yml", `version: 2
+services:
+  db:
+    connector: pg
+    listenOn: tcp://127.0.0.1:70000
+    credentials:
+      host: localhost
+      username: app
+  web:
+    connector: nope
+    listenOn: tcp://127.0.0.1:18080
+  db2:
+    connector: pg
+    listenOn: tcp://127.0.0.1:15433
+    credentials:
+      host: localhost
+      username: app
+    config:
+      nonsense: 1
+`)
+	noPlugins := t.TempDir()
+	for _, args := range [][]string{
+		{"-f", cfg, "-p", noPlugins, "-health-addr", ""},
+		{"validate", "-f", cfg, "-p", noPlugins},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			code, _, errs := runMain(t, args...)
+			if code != ExitFailure {
+				t.Fatalf("code %d, stderr:\n%s", code, errs)
+			}
+			want := []string{
+				"multi.yml:5: services.db.listenOn: port 70000 out of range",
+				`multi.yml:10: services.web.connector: unknown connector "nope"`,
+				`multi.yml:19: services.db2.config.nonsense: rejected by connector "pg": unknown key`,
+			}
+			last := -1
+			for _, w := range want {
+				i := strings.Index(errs, w)
+				if i < 0 {
+					t.Errorf("stderr lacks %q:\n%s", w, errs)
+					continue
+				}
+				if i < last {
+					t.Errorf("%q is out of line order:\n%s", w, errs)
+				}
+				last = i
+			}
+		})
+	}
+}

@@ -131,7 +131,30 @@ func (p Problem) Error() string {
 }
 
 // Error holds every problem found in one file.
-type Error struct{ Problems []Problem }
+type Error struct {
+	Problems []Problem
+	// Partial, when set, holds the services of the file that have no
+	// problem of their own, for checks that come after parsing (their
+	// connectors), so that one run reports every problem of the file.
+	Partial *Config
+}
+
+// WithLaterProblems returns err with the problems of a later check of its
+// Partial config added, in line order: check's *Error problems, when err
+// is a parse *Error with a Partial config. Anything else is err unchanged.
+func WithLaterProblems(err error, check func(*Config) error) error {
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Partial == nil || len(ce.Partial.Services) == 0 {
+		return err
+	}
+	var later *Error
+	if !errors.As(check(ce.Partial), &later) || len(later.Problems) == 0 {
+		return err
+	}
+	all := append(append([]Problem(nil), ce.Problems...), later.Problems...)
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Line < all[j].Line })
+	return &Error{Problems: all}
+}
 
 func (e *Error) Error() string {
 	msgs := make([]string, len(e.Problems))
@@ -279,9 +302,30 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 	}
 	if len(p.problems) > 0 {
 		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].Line < p.problems[j].Line })
-		return nil, &Error{Problems: p.problems}
+		return nil, &Error{Problems: p.problems, Partial: cfg.without(p.problems)}
 	}
 	return cfg, nil
+}
+
+// without returns a copy of c holding only the services that none of
+// problems is about.
+func (c *Config) without(problems []Problem) *Config {
+	out := *c
+	out.Services = nil
+	for _, s := range c.Services {
+		prefix := "services." + s.Name
+		clean := true
+		for _, p := range problems {
+			if p.Path == prefix || strings.HasPrefix(p.Path, prefix+".") {
+				clean = false
+				break
+			}
+		}
+		if clean {
+			out.Services = append(out.Services, s)
+		}
+	}
+	return &out
 }
 
 // duplicateKeys reports every key given twice in one mapping, anywhere in
