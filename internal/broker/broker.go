@@ -276,23 +276,14 @@ func Prepare(opts Options) (*Broker, error) {
 				return CheckConnectors(c, reg, opts.Providers, false)
 			})
 		}
-		return nil, cfgErr
+		return nil, noPluginDirHint(cfgErr, opts.PluginDir, len(loaded))
 	}
 	b.metrics.PluginLoads.WithLabelValues("ok").Add(float64(len(loaded)))
 	if b.reg, err = NewRegistry(loaded, opts.Extra...); err != nil {
 		return nil, err
 	}
 	if err := CheckConnectors(cfg, b.reg, b.opts.Providers, false); err != nil {
-		var ce *config.Error
-		if _, serr := os.Stat(opts.PluginDir); opts.PluginDir != "" && errors.Is(serr, fs.ErrNotExist) && len(loaded) == 0 && errors.As(err, &ce) {
-			// An unknown connector may be a plugin in a mistyped directory.
-			for i, p := range ce.Problems {
-				if strings.HasSuffix(p.Path, ".connector") && strings.HasPrefix(p.Msg, "unknown connector") {
-					ce.Problems[i].Msg += fmt.Sprintf(" (the plugin directory %s does not exist, so no plugin was loaded)", opts.PluginDir)
-				}
-			}
-		}
-		return nil, err
+		return nil, noPluginDirHint(err, opts.PluginDir, len(loaded))
 	}
 	if err := b.checkOwnAddresses(cfg); err != nil {
 		return nil, err
@@ -861,3 +852,22 @@ func credentialProblems(cfg *config.Config, s config.Service, err error) []confi
 // lineNoteRE matches a "(line N)" note that counts lines inside the config
 // block rather than the file; the problem's own line replaces it.
 var lineNoteRE = regexp.MustCompile(` \(line \d+\)`)
+
+// noPluginDirHint adds to each unknown-connector problem in err that the
+// plugin directory does not exist, when it does not and nothing was
+// loaded: the connector may be a plugin in a mistyped directory.
+func noPluginDirHint(err error, dir string, loaded int) error {
+	var ce *config.Error
+	if dir == "" || loaded > 0 || !errors.As(err, &ce) {
+		return err
+	}
+	if _, serr := os.Stat(dir); !errors.Is(serr, fs.ErrNotExist) {
+		return err
+	}
+	for i, p := range ce.Problems {
+		if strings.HasSuffix(p.Path, ".connector") && strings.HasPrefix(p.Msg, "unknown connector") {
+			ce.Problems[i].Msg += fmt.Sprintf(" (the plugin directory %s does not exist, so no plugin was loaded)", dir)
+		}
+	}
+	return err
+}

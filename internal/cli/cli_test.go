@@ -386,3 +386,46 @@ services:
 		})
 	}
 }
+
+// TestProblemInAnchorReportedOnce: a problem in an x- anchor that a
+// service merges is not reported a second time by that service's
+// connector.
+func TestProblemInAnchorReportedOnce(t *testing.T) {
+	cfg := writeFile(t, "anchor.yml", `version: 2
+x-common: &pgc
+  connectTimeout: 5s
+  connectTimeout: 6s
+services:
+  db:
+    connector: pg
+    listenOn: tcp://127.0.0.1:46801
+    credentials: {host: localhost, username: app}
+    config: *pgc
+`)
+	code, _, errs := runMain(t, "validate", "-f", cfg)
+	if code != ExitFailure || strings.Count(errs, "given twice") != 1 || !strings.Contains(errs, "anchor.yml:4: x-common.connectTimeout: given twice") {
+		t.Fatalf("code %d, want one report at line 4:\n%s", code, errs)
+	}
+}
+
+// TestNoPluginDirHintWithOtherProblems: the hint that the plugin directory
+// does not exist stays on an unknown connector when other services of the
+// file have problems too.
+func TestNoPluginDirHintWithOtherProblems(t *testing.T) {
+	cfg := writeFile(t, "hint.yml", `version: 2
+services:
+  r:
+    connector: myplug
+    listenOn: tcp://127.0.0.1:16379
+  db:
+    connector: pg
+    listenOn: tcp://127.0.0.1:99999
+    credentials: {host: localhost, username: app}
+`)
+	missing := filepath.Join(t.TempDir(), "nosuchdir")
+	code, _, errs := runMain(t, "-f", cfg, "-p", missing, "-health-addr", "")
+	if code != ExitFailure || !strings.Contains(errs, "port 99999 out of range") ||
+		!strings.Contains(errs, "(the plugin directory "+missing+" does not exist, so no plugin was loaded)") {
+		t.Fatalf("code %d, want both problems and the hint:\n%s", code, errs)
+	}
+}

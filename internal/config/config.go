@@ -308,8 +308,15 @@ func Parse(file string, data []byte, providers ProviderInfo) (cfg *Config, err e
 }
 
 // without returns a copy of c holding only the services that none of
-// problems is about.
+// problems is about, or nil when a problem is outside every service (an
+// x- anchor a service may merge, the version): later checks could then
+// report it again, at another line.
 func (c *Config) without(problems []Problem) *Config {
+	for _, p := range problems {
+		if !strings.HasPrefix(p.Path, "services.") {
+			return nil
+		}
+	}
 	out := *c
 	out.Services = nil
 	for _, s := range c.Services {

@@ -130,7 +130,9 @@ func (a *Adapter) Prefix() string { return a.prefix }
 
 // CopyWith implements sdklog.Logger.
 func (a *Adapter) CopyWith(prefix string, isDebug bool) sdklog.Logger {
-	return &Adapter{l: a.l, prefix: prefix, copied: true, debug: isDebug, live: a.live}
+	// Redacted now, while the credentials it may be built from are live,
+	// and again on every line.
+	return &Adapter{l: a.l, prefix: a.live.String(prefix), copied: true, debug: isDebug, live: a.live}
 }
 
 var _ sdklog.Logger = (*Adapter)(nil)

@@ -413,6 +413,9 @@ func TestWritableWarnings(t *testing.T) {
 			[]string{"the checksum file's directory can be written by other users", "chmod o-w"}},
 		{"plugin directory world-writable", 0o644, 0o755, 0o777,
 			[]string{"the plugin directory can be written by other users (mode 0777): anyone can add files"}},
+		{"checksum file's directory sticky, as /tmp", 0o644, os.ModeSticky | 0o777, 0o755, nil},
+		{"plugin directory sticky and world-writable", 0o644, 0o755, os.ModeSticky | 0o777,
+			[]string{"the plugin directory can be written by other users (mode 01777)"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

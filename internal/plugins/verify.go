@@ -408,6 +408,14 @@ func warnWritable(log *slog.Logger, path, what string, mask os.FileMode) {
 	if perm&mask == 0 {
 		return
 	}
+	shown := uint32(perm)
+	if fi.Mode()&os.ModeSticky != 0 {
+		if what != "plugin directory" {
+			// As /tmp: others may add files but cannot replace the owner's.
+			return
+		}
+		shown |= 0o1000
+	}
 	who, fix := "its group", "g-w"
 	if perm&0o002 != 0 {
 		who, fix = "other users", "o-w"
@@ -419,5 +427,5 @@ func warnWritable(log *slog.Logger, path, what string, mask os.FileMode) {
 	if what == "plugin directory" {
 		risk = "anyone can add files to it and so stop the broker from starting"
 	}
-	log.Warn(fmt.Sprintf("the %s can be written by %s (mode %#o): %s; chmod %s %s", what, who, perm, risk, fix, path), "path", path)
+	log.Warn(fmt.Sprintf("the %s can be written by %s (mode %#o): %s; chmod %s %s", what, who, shown, risk, fix, path), "path", path)
 }
