@@ -196,11 +196,7 @@ func TestErrors(t *testing.T) {
 				t.Errorf("the error took %s to reach the client", d)
 			}
 			checkPgError(t, err, tc.wantCode, tc.wantText, r.password)
-			deadline := time.Now().Add(2 * time.Second)
-			for svc.lastError() == nil && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if got := svc.lastError(); !errors.Is(got, tc.wantKind) {
+			if got := svc.waitError(2 * time.Second); !errors.Is(got, tc.wantKind) {
 				t.Errorf("Connect returned %v, want kind %v", got, tc.wantKind)
 			}
 		})
@@ -321,11 +317,7 @@ func TestPasswordInUserName(t *testing.T) {
 			if !errors.As(err, &pe) || pe.Code != tc.wantCode || !strings.Contains(pe.Message, tc.wantText) {
 				t.Fatalf("client got %v, want %s %q", err, tc.wantCode, tc.wantText)
 			}
-			deadline := time.Now().Add(2 * time.Second)
-			for svc.lastError() == nil && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			got := fmt.Sprint(svc.lastError())
+			got := fmt.Sprint(svc.waitError(2 * time.Second))
 			if !strings.Contains(got, tc.wantText) || !strings.Contains(got, tc.wantCode) {
 				t.Errorf("logged error %q, want the server's %s %q", got, tc.wantCode, tc.wantText)
 			}

@@ -124,6 +124,16 @@ func (s *service) serve(l net.Listener) {
 	}
 }
 
+// waitError returns the last error Connect returned, waiting up to d for
+// one (nil if none came).
+func (s *service) waitError(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for s.lastError() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.lastError()
+}
+
 // openCount is how many client connections the service is serving.
 func (s *service) openCount() int {
 	s.mu.Lock()

@@ -495,14 +495,7 @@ func TestServerEndReachesTLSClient(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
-			raw, c := dialClient(t, svc, true)
-			fe := pgproto3.NewFrontend(c, c)
-			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
-				Parameters: map[string]string{"user": "anyone", "database": testDB}})
-			if err := fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			readUntilReady(t, c)
+			raw, c, fe := startSession(t, svc, true, nil)
 			fe.Send(&pgproto3.Terminate{})
 			if err := fe.Flush(); err != nil {
 				t.Fatal(err)
@@ -547,13 +540,7 @@ func TestSessionEndsWhenServerEnds(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				fe := pgproto3.NewFrontend(c, c)
-				fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
-					Parameters: map[string]string{"user": "anyone", "database": testDB, "application_name": "ends_with_server"}})
-				if err := fe.Flush(); err != nil {
-					t.Fatal(err)
-				}
-				readUntilReady(t, c)
+				fe := startup(t, c, map[string]string{"application_name": "ends_with_server"})
 				srv.exec(t, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'ends_with_server' and usename = $1", roleSCRAM.name)
 				// The server's FATAL 57P01 arrives, then the end of the stream.
 				var fatal *pgproto3.ErrorResponse
@@ -635,14 +622,7 @@ func TestHalfCloseAfterTerminate(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, tc.sslmode), tc.config)
 			for round := 0; round < 3; round++ {
-				raw, c := dialClient(t, svc, false)
-				fe := pgproto3.NewFrontend(c, c)
-				fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
-					Parameters: map[string]string{"user": "anyone", "database": testDB}})
-				if err := fe.Flush(); err != nil {
-					t.Fatal(err)
-				}
-				readUntilReady(t, c)
+				raw, c, fe := startSession(t, svc, false, nil)
 				if _, err := c.Write(append(append([]byte{}, q...), terminateMsg...)); err != nil {
 					t.Fatal(err)
 				}
@@ -671,6 +651,32 @@ func TestHalfCloseAfterTerminate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startSession connects to the service (over TLS when useTLS is set) and
+// logs in as a raw client with extra startup parameters, reading up to the
+// first ReadyForQuery.
+func startSession(t *testing.T, svc *service, useTLS bool, extra map[string]string) (raw, c net.Conn, fe *pgproto3.Frontend) {
+	t.Helper()
+	raw, c = dialClient(t, svc, useTLS)
+	return raw, c, startup(t, c, extra)
+}
+
+// startup sends a StartupMessage with extra parameters on c and reads up to
+// the first ReadyForQuery.
+func startup(t *testing.T, c net.Conn, extra map[string]string) *pgproto3.Frontend {
+	t.Helper()
+	params := map[string]string{"user": "anyone", "database": testDB}
+	for k, v := range extra {
+		params[k] = v
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, c)
+	return fe
 }
 
 // dialClient connects to the service's TCP listener, over TLS (after an
