@@ -214,6 +214,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	log := logging.NewFormat(stderr, *debug, *logFormat)
+	// The standard library's own messages (net/http's client, for one) go
+	// through the same log, in its format, with peer data removed.
+	logging.CaptureStdlib(log, slog.LevelWarn)
 	log.Debug("starting secretless-broker", "version", Version, "go", runtime.Version(), "config", file)
 	// Signals are taken over before anything else: a SIGTERM during
 	// start-up ends the broker cleanly once it has started, and a SIGHUP

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/text/unicode/norm"
 
+	"github.com/secretless-broker/secretless-broker/internal/logging"
 	"github.com/secretless-broker/secretless-broker/internal/proxy"
 	"github.com/secretless-broker/secretless-broker/internal/redact"
 	"github.com/secretless-broker/secretless-broker/sdk/connector"
@@ -175,7 +176,9 @@ func New(l net.Listener, routes []Route, log *slog.Logger, opts Options) *Server
 		pr := Route{Service: "(passthrough)", Timeouts: Timeouts{}.withDefaults()}
 		s.pass = &route{Route: pr, transport: newTransport(pr, opts)}
 	}
-	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	// The library's messages may quote what a target sent, which can hold
+	// the credential injected into the request: quoted text is dropped.
+	errLog := logging.StdLogger(log.Handler(), slog.LevelDebug)
 	s.rp = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      dispatchTransport{},

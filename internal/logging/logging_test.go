@@ -45,3 +45,22 @@ func TestCopyWithPrefixRedacted(t *testing.T) {
 		})
 	}
 }
+
+// TestStripQuoted: quoted peer data goes, with any escapes inside it; the
+// rest of the message stays.
+func TestStripQuoted(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"unsolicited response", `Unsolicited response received on idle HTTP channel starting with "you sent Bearer s3cret"; err=<nil>`,
+			`Unsolicited response received on idle HTTP channel starting with "[peer data not logged]"; err=<nil>`},
+		{"escaped quote inside", `missing colon: "a \"b\" s3cret\\"`, `missing colon: "[peer data not logged]"`},
+		{"two quoted parts", `"x" and "y"`, `"[peer data not logged]" and "[peer data not logged]"`},
+		{"nothing quoted", "http: Accept error: too many open files", "http: Accept error: too many open files"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := StripQuoted(tc.in); got != tc.want {
+				t.Errorf("StripQuoted(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}

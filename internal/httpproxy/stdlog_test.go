@@ -1,0 +1,80 @@
+package httpproxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/secretless-broker/secretless-broker/internal/connectors/generichttp"
+	"github.com/secretless-broker/secretless-broker/internal/logging"
+)
+
+// TestLibraryMessagesKeepSecrets: net/http's own messages quote what a
+// target sent, which can be the credential the broker injected; neither the
+// global logger (an unsolicited response after a HEAD answered with a body)
+// nor the proxy's error log (a malformed trailer line) may show it.
+func TestLibraryMessagesKeepSecrets(t *testing.T) {
+	const token = "T0pS3cretT0ken-xyz"
+	// A target that echoes the Authorization header in ways net/http
+	// complains about, quoting the bytes.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				auth := req.Header.Get("Authorization")
+				switch req.URL.Path {
+				case "/headbody": // a HEAD answer that carries a body anyway
+					body := "you sent Authorization: " + auth
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				case "/badtrailer": // a trailer line without a colon
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%s\r\n\r\n", auth)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}()
+		}
+	}()
+	var mu syncBuf
+	prevOut, prevFlags := log.Writer(), log.Flags()
+	logging.CaptureStdlib(slog.New(slog.NewTextHandler(&mu, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelWarn)
+	defer func() { log.SetOutput(prevOut); log.SetFlags(prevFlags) }()
+
+	fetch := staticFetch(map[string]string{"token": token})
+	rt, _ := routeFromYAML(t, "g", "authenticateURLsMatching: ['^http://127\\.0\\.0\\.1:']\nheaders:\n  Authorization: 'Bearer {{ .token }}'\n", generichttp.Plugin(), fetch)
+	s, logs := startProxy(t, []Route{rt}, Options{})
+	c := proxyClient(s, nil)
+	for _, tc := range []struct{ method, path string }{{http.MethodHead, "/headbody"}, {http.MethodGet, "/badtrailer"}} {
+		req, _ := http.NewRequest(tc.method, "http://"+l.Addr().String()+tc.path, nil)
+		if resp, err := c.Do(req); err == nil {
+			_, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the idle connection notices the stray bytes
+	all := logs.String() + mu.String()
+	if strings.Contains(all, token) {
+		t.Errorf("the token reached a log:\n%s", all)
+	}
+	if !strings.Contains(all, "[peer data not logged]") {
+		t.Errorf("no library message seen at all (the test would prove nothing):\n%s", all)
+	}
+}
