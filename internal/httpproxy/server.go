@@ -593,6 +593,12 @@ func redactHeader(h map[string][]string, secrets *redact.Forms) {
 		if framing[http.CanonicalHeaderKey(k)] {
 			continue
 		}
+		if secrets.ShownIgnoringCase(k) {
+			// A name that shows a secret (a target echoing it as a header
+			// name) cannot be rewritten into a meaningful one: it goes.
+			delete(h, k)
+			continue
+		}
 		for i, v := range vs {
 			if red := secrets.String(v); red != v {
 				vs[i] = red

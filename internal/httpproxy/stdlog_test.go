@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +77,33 @@ func TestLibraryMessagesKeepSecrets(t *testing.T) {
 	}
 	if !strings.Contains(all, "[peer data not logged]") {
 		t.Errorf("no library message seen at all (the test would prove nothing):\n%s", all)
+	}
+}
+
+// TestHeaderNameShowingSecret: a response header whose name shows the
+// injected credential (in Go's canonical case, which changes the letters'
+// case) does not reach the client; other headers do.
+func TestHeaderNameShowingSecret(t *testing.T) {
+	const token = "T0pS3cretT0ken-xyz"
+	tg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-"+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), "1")
+		w.Header().Set("X-Plain", "kept")
+	}))
+	defer tg.Close()
+	fetch := staticFetch(map[string]string{"token": token})
+	rt, _ := routeFromYAML(t, "g", "authenticateURLsMatching: ['^http://127\\.0\\.0\\.1:']\nheaders:\n  Authorization: 'Bearer {{ .token }}'\n", generichttp.Plugin(), fetch)
+	s, _ := startProxy(t, []Route{rt}, Options{})
+	resp, err := proxyClient(s, nil).Get(tg.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for k := range resp.Header {
+		if strings.Contains(strings.ToLower(k), strings.ToLower(token)) {
+			t.Errorf("client got header %q", k)
+		}
+	}
+	if resp.Header.Get("X-Plain") != "kept" {
+		t.Errorf("other headers lost: %v", resp.Header)
 	}
 }

@@ -215,6 +215,25 @@ func percentDecode(b []byte) []byte {
 	return out
 }
 
+// ShownIgnoringCase reports whether s shows a secret in any of its forms
+// with letter case disregarded, as in an HTTP header name, which Go
+// rewrites to its canonical case.
+func (fs *Forms) ShownIgnoringCase(s string) bool {
+	if fs == nil {
+		return false
+	}
+	if fs.String(s) != s {
+		return true
+	}
+	low := bytes.ToLower([]byte(s))
+	for _, f := range fs.f {
+		if bytes.Contains(low, bytes.ToLower(f)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Empty reports whether there is nothing to look for.
 func (fs *Forms) Empty() bool { return fs == nil || len(fs.f) == 0 }
 
