@@ -235,7 +235,82 @@ var portSuffix = regexp.MustCompile(`(?::(?:\d+|\\d\+|\[0-9\]\+)|\(:(?:\d+|\\d\+
 // run into the path), and follow it with "/", "$" or a port (else
 // ^https://api\.example\.com matches api.example.com.evil.example).
 func LoosePattern(p string) string {
-	return loosePattern(p, 4)
+	return loosePattern(spellPlainly(p), 4)
+}
+
+// spellPlainly rewrites the spellings of a pattern that mean the same as
+// the plain forms the checks look for: \/ and \x2f as /, [.] and \x2e as
+// \., \z as $, http(s)? and http(?:s)? as https?, and a scheme in capitals
+// after (?i). Only the check sees the result.
+func spellPlainly(p string) string {
+	var b strings.Builder
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case strings.HasPrefix(p[i:], `\Q`):
+			b.WriteString(p[i:]) // quoted text is left as it is, and all after it
+			i = len(p)
+		case c == '\\' && i+1 < len(p):
+			rest := p[i+1:]
+			switch {
+			case rest[0] == '/':
+				b.WriteByte('/')
+				i++
+			case rest[0] == 'z':
+				b.WriteByte('$')
+				i++
+			case len(rest) >= 3 && (rest[:3] == "x2e" || rest[:3] == "x2E"):
+				b.WriteString(`\.`)
+				i += 3
+			case len(rest) >= 3 && (rest[:3] == "x2f" || rest[:3] == "x2F"):
+				b.WriteByte('/')
+				i += 3
+			default:
+				b.WriteByte(c)
+				b.WriteByte(rest[0])
+				i++
+			}
+		case !inClass && strings.HasPrefix(p[i:], "[.]"):
+			b.WriteString(`\.`)
+			i += 2
+		default:
+			switch {
+			case c == '[' && !inClass:
+				inClass = true
+				b.WriteByte(c)
+				if i+1 < len(p) && p[i+1] == ']' { // []...] holds a ]
+					b.WriteByte(']')
+					i++
+				}
+				continue
+			case c == ']' && inClass:
+				inClass = false
+			}
+			b.WriteByte(c)
+		}
+	}
+	out := b.String()
+	for _, form := range []string{"http(s)?", "http(?:s)?"} {
+		out = strings.ReplaceAll(out, form, "https?")
+	}
+	if strings.HasPrefix(out, "(?i)") {
+		for _, scheme := range []string{"^HTTPS?://", "^HTTPS://", "^HTTP://"} {
+			if rest, ok := cutPrefixFold(out[len("(?i)"):], scheme); ok {
+				out = "(?i)" + strings.ToLower(scheme) + rest
+				break
+			}
+		}
+	}
+	return out
+}
+
+// cutPrefixFold is strings.CutPrefix without regard to letter case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
 }
 
 func loosePattern(p string, depth int) string {

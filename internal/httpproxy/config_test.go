@@ -197,6 +197,20 @@ func TestLoosePattern(t *testing.T) {
 		{`^https://(a\.|b\.)*example\.com/`, false},
 		{`^https://([a-z0-9-]+\.)*example\.com(:[0-9]+)?/`, false},
 		{`^http://(api|[a|b]x)\.example\.com/`, false},
+		// The same patterns spelt another way are judged the same.
+		{`(?i)^HTTP://api\.x\.com/`, false},
+		{`(?i)^HTTPS?://api\.x\.com/`, false},
+		{`^http(s)?://api\.x\.com/`, false},
+		{`^http(?:s)?://api\.x\.com/`, false},
+		{`^http:\/\/api\.x\.com\/`, false},
+		{`^http://api\.x\.com\z`, false},
+		{`^http://api[.]x[.]com/`, false},
+		{`^http://api\x2ex\.com/`, false},
+		{`^http://api\.x\.com\x2f`, false},
+		{`(?i)^HTTP://api\.x\.com`, true},
+		{`^http(s)?://api.x\.com/`, true},
+		{`^http://api[.]x[.]com\/?`, true},
+		{`^http://api\.x\.com\Q\/\E`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern, func(t *testing.T) {
