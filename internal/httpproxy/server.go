@@ -375,10 +375,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.l.Addr().Network() == "unix" {
 			hint = "the client must use this unix socket as its HTTP proxy"
 		}
-		writeError(w, http.StatusBadRequest, "secretless: this is a forward proxy: send absolute-form request URIs ("+hint+")")
+		s.refuseRequest(w, http.StatusBadRequest, "secretless: this is a forward proxy: send absolute-form request URIs ("+hint+")")
 		return
 	}
 	s.proxy(w, r, r.URL)
+}
+
+// refuseRequest answers a request the proxy refuses before matching it to
+// a service, and counts it (as "(unmatched)") in the metrics, so that
+// probing shows there too.
+func (s *Server) refuseRequest(w http.ResponseWriter, code int, msg string) {
+	writeError(w, code, msg)
+	if obs := s.opts.Observe; obs != nil {
+		obs("(unmatched)", code)
+	}
 }
 
 // serveTunneled serves requests decrypted from an intercepted CONNECT tunnel.
@@ -387,7 +397,7 @@ func (s *Server) serveTunneled(w http.ResponseWriter, r *http.Request) {
 	defer s.inFlight.Add(-1)
 	authority, _ := r.Context().Value(authorityKey{}).(string)
 	if r.Method == http.MethodConnect || authority == "" {
-		writeError(w, http.StatusBadRequest, "secretless: CONNECT inside a tunnel is not supported")
+		s.refuseRequest(w, http.StatusBadRequest, "secretless: CONNECT inside a tunnel is not supported")
 		return
 	}
 	u := &url.URL{Scheme: "https", Host: stripDefaultPort("https", authority),
@@ -493,25 +503,25 @@ func stripDefaultPort(scheme, hostport string) string {
 
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, u *url.URL) {
 	if u.Scheme != "http" && u.Scheme != "https" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("secretless: unsupported URL scheme %q: use http:// (with forceSSL on the service) or https://", u.Scheme))
+		s.refuseRequest(w, http.StatusBadRequest, fmt.Sprintf("secretless: unsupported URL scheme %q: use http:// (with forceSSL on the service) or https://", u.Scheme))
 		return
 	}
 	if u.Host == "" {
-		writeError(w, http.StatusBadRequest, "secretless: request URL has no host")
+		s.refuseRequest(w, http.StatusBadRequest, "secretless: request URL has no host")
 		return
 	}
 	for _, v := range r.Header["Via"] {
 		if strings.Contains(v, s.via) {
-			writeError(w, http.StatusLoopDetected, "secretless: request loops back to this proxy")
+			s.refuseRequest(w, http.StatusLoopDetected, "secretless: request loops back to this proxy")
 			return
 		}
 	}
 	if strings.EqualFold(r.Method, "TRACE") || strings.EqualFold(r.Method, "TRACK") {
-		writeError(w, http.StatusMethodNotAllowed, "secretless: "+r.Method+" is refused: the target would echo the request, injected credentials included, back to the client")
+		s.refuseRequest(w, http.StatusMethodNotAllowed, "secretless: "+r.Method+" is refused: the target would echo the request, injected credentials included, back to the client")
 		return
 	}
 	if hasDotSegment(u.EscapedPath()) {
-		writeError(w, http.StatusBadRequest, "secretless: the request path has a . or .. segment (perhaps percent-encoded): the target would resolve it after the broker matched the URL to a service; send the resolved path")
+		s.refuseRequest(w, http.StatusBadRequest, "secretless: the request path has a . or .. segment (perhaps percent-encoded): the target would resolve it after the broker matched the URL to a service; send the resolved path")
 		return
 	}
 	target := *u

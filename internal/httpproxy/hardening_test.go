@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,5 +106,41 @@ func TestHeaderNameShowingSecret(t *testing.T) {
 	}
 	if resp.Header.Get("X-Plain") != "kept" {
 		t.Errorf("other headers lost: %v", resp.Header)
+	}
+}
+
+// TestRefusedRequestsObserved: requests the proxy refuses before matching
+// them to a service (origin form, TRACE, dot segments) reach Observe, so
+// the broker's metrics count them.
+func TestRefusedRequestsObserved(t *testing.T) {
+	var mu sync.Mutex
+	got := map[int]int{}
+	s, _ := startProxy(t, nil, Options{Observe: func(service string, code int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if service == "(unmatched)" {
+			got[code]++
+		}
+	}})
+	send := func(raw string) {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	send("GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n")
+	send("TRACE http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+	send("GET http://127.0.0.1:1/a/%2e%2e/b HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+	mu.Lock()
+	defer mu.Unlock()
+	if got[http.StatusBadRequest] != 2 || got[http.StatusMethodNotAllowed] != 1 {
+		t.Errorf("observed %v, want two 400s and one 405", got)
 	}
 }
