@@ -26,35 +26,21 @@ func TestLibraryMessagesKeepSecrets(t *testing.T) {
 	const token = "T0pS3cretT0ken-xyz"
 	// A target that echoes the Authorization header in ways net/http
 	// complains about, quoting the bytes.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				auth := req.Header.Get("Authorization")
-				switch req.URL.Path {
-				case "/headbody": // a HEAD answer that carries a body anyway
-					body := "you sent Authorization: " + auth
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-				case "/badtrailer": // a trailer line without a colon
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%s\r\n\r\n", auth)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}()
+	addr := rawTarget(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
+		auth := req.Header.Get("Authorization")
+		switch req.URL.Path {
+		case "/headbody": // a HEAD answer that carries a body anyway
+			body := "you sent Authorization: " + auth
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		case "/badtrailer": // a trailer line without a colon
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%s\r\n\r\n", auth)
+		}
+		time.Sleep(200 * time.Millisecond)
+	})
 	var mu syncBuf
 	prevOut, prevFlags := log.Writer(), log.Flags()
 	logging.CaptureStdlib(slog.New(slog.NewTextHandler(&mu, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelWarn)
@@ -65,7 +51,7 @@ func TestLibraryMessagesKeepSecrets(t *testing.T) {
 	s, logs := startProxy(t, []Route{rt}, Options{})
 	c := proxyClient(s, nil)
 	for _, tc := range []struct{ method, path string }{{http.MethodHead, "/headbody"}, {http.MethodGet, "/badtrailer"}} {
-		req, _ := http.NewRequest(tc.method, "http://"+l.Addr().String()+tc.path, nil)
+		req, _ := http.NewRequest(tc.method, "http://"+addr+tc.path, nil)
 		if resp, err := c.Do(req); err == nil {
 			_, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()

@@ -269,3 +269,28 @@ func requireTool(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// rawTarget serves every connection on a fresh loopback listener with
+// handle (which need not speak HTTP correctly), until the test ends, and
+// returns the listener's address.
+func rawTarget(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}

@@ -40,24 +40,10 @@ func TestSecretsComingBack(t *testing.T) {
 		}
 	}))
 	// A target that answers the request line back instead of HTTP.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				fmt.Fprintf(c, "%s\r\n\r\n", strings.TrimSpace(line))
-			}()
-		}
-	}()
+	echoLine := rawTarget(t, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Fprintf(c, "%s\r\n\r\n", strings.TrimSpace(line))
+	})
 	block := "authenticateURLsMatching: ['^http://127\\.0\\.0\\.1:']\nqueryParams:\n  apikey: '{{ .key }}'\n"
 	rt, _ := routeFromYAML(t, "q", block, generichttp.Plugin(), fetch)
 	s, logs := startProxy(t, []Route{rt}, Options{})
@@ -95,7 +81,7 @@ func TestSecretsComingBack(t *testing.T) {
 				t.Errorf("status %d", resp.StatusCode)
 			}
 		}},
-		{"transport error quoting the target", "http://" + l.Addr().String() + "/x?a=1", func(t *testing.T, resp *http.Response, body string) {
+		{"transport error quoting the target", "http://" + echoLine + "/x?a=1", func(t *testing.T, resp *http.Response, body string) {
 			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "[REDACTED]") {
 				t.Errorf("status %d body %q", resp.StatusCode, body)
 			}

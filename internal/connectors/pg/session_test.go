@@ -487,11 +487,7 @@ func TestClientHalfClose(t *testing.T) {
 // its own socket open.
 func TestServerEndReachesTLSClient(t *testing.T) {
 	srv := needServer(t)
-	tlsCfg := fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
-	for _, tc := range []struct{ name, config string }{
-		{"tls client", tlsCfg},
-		{"tls client, serverPool", tlsCfg + "serverPool: {maxIdle: 2}\n"},
-	} {
+	for _, tc := range tlsClientServices(srv) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
@@ -574,11 +570,7 @@ func TestSessionEndsWhenServerEnds(t *testing.T) {
 // logged for a few sessions in a hundred).
 func TestTLSClientEndsCleanly(t *testing.T) {
 	srv := needServer(t)
-	tlsCfg := fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
-	for _, tc := range []struct{ name, config string }{
-		{"tls client", tlsCfg},
-		{"tls client, serverPool", tlsCfg + "serverPool: {maxIdle: 2}\n"},
-	} {
+	for _, tc := range tlsClientServices(srv) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			svc := newService(t, baseCreds(srv, roleSCRAM, "disable"), tc.config)
@@ -650,6 +642,16 @@ func TestHalfCloseAfterTerminate(t *testing.T) {
 				raw.Close()
 			}
 		})
+	}
+}
+
+// tlsClientServices are the configs of a service with client TLS, without
+// and with serverPool.
+func tlsClientServices(srv *pgServer) []struct{ name, config string } {
+	tlsCfg := fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", srv.pki.serverCertFile, srv.pki.serverKeyFile)
+	return []struct{ name, config string }{
+		{"tls client", tlsCfg},
+		{"tls client, serverPool", tlsCfg + "serverPool: {maxIdle: 2}\n"},
 	}
 }
 
