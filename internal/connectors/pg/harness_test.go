@@ -124,6 +124,20 @@ func (s *service) serve(l net.Listener) {
 	}
 }
 
+// connectErr connects with pgx (extra added to the DSN), which must fail,
+// and returns the error; the start-up must not take more than 10 s.
+func (s *service) connectErr(t testing.TB, extra string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.dsn(extra))
+	if err == nil {
+		c.Close(ctx)
+		t.Fatalf("connected (DSN extra %q); want a refusal", extra)
+	}
+	return err
+}
+
 // waitError returns the last error Connect returned, waiting up to d for
 // one (nil if none came).
 func (s *service) waitError(d time.Duration) error {
