@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/secretless-broker/secretless-broker/internal/relay"
+	"github.com/secretless-broker/secretless-broker/sdk/connector/tcp"
 )
 
 // idleTimer closes both legs of a session once no bytes have moved in
@@ -67,6 +68,6 @@ func (c *activityConn) CloseWrite() error {
 func (c *activityConn) EndsSessionAtEOF() bool { return relay.EndsSessionAtEOF(c.Conn) }
 
 var (
-	_ net.Conn           = (*activityConn)(nil)
-	_ relay.SessionEnder = (*activityConn)(nil)
+	_ net.Conn         = (*activityConn)(nil)
+	_ tcp.SessionEnder = (*activityConn)(nil)
 )

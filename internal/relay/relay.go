@@ -45,7 +45,7 @@ type closeWriter interface{ CloseWrite() error }
 // then closes both connections. When one side sends EOF, the write half of
 // the other side is closed (half-close), so protocols that signal the end of
 // input by shutting down their write side keep working; when that side is a
-// SessionEnder, both connections are closed then. An error in either
+// tcp.SessionEnder, both connections are closed then. An error in either
 // direction closes both connections, so neither goroutine is left blocked.
 // Pipe returns only when both copy goroutines have exited.
 func Pipe(client, target net.Conn) Result {

@@ -28,13 +28,10 @@ func ioConn(c net.Conn) net.Conn {
 	return c
 }
 
-// SessionEnder is tcp.SessionEnder: a connection whose end of stream ends
-// the whole session. Once the relay has read it to EOF and passed that on,
+// EndsSessionAtEOF reports whether c's EOF ends its session
+// (tcp.SessionEnder): once the relay has read c to EOF and passed that on,
 // it closes both connections instead of waiting for the other side.
-type SessionEnder = tcp.SessionEnder
-
-// EndsSessionAtEOF reports whether c's EOF ends its session (SessionEnder).
 func EndsSessionAtEOF(c net.Conn) bool {
-	e, ok := c.(SessionEnder)
+	e, ok := c.(tcp.SessionEnder)
 	return ok && e.EndsSessionAtEOF()
 }
