@@ -218,12 +218,7 @@ func (c innerServer) RelayConn() net.Conn {
 	}
 	return nil
 }
-func (c innerServer) CloseWrite() error {
-	if cw, ok := c.Conn.(closeWriter); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c innerServer) CloseWrite() error { return closeWrite(c.Conn) }
 
 // pairEnd is the broker's end of the socket pair that carries a TLS
 // client's decrypted session: like the server connection behind it, its EOF
@@ -232,12 +227,7 @@ type pairEnd struct{ net.Conn }
 
 func (c *pairEnd) EndsSessionAtEOF() bool { return true }
 func (c *pairEnd) RelayConn() net.Conn    { return c.Conn }
-func (c *pairEnd) CloseWrite() error {
-	if cw, ok := c.Conn.(closeWriter); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *pairEnd) CloseWrite() error      { return closeWrite(c.Conn) }
 
 // tlsClient is the client's TLS session as its relay sees it: when the
 // server's side ends, CloseWrite sends close_notify and then half-closes

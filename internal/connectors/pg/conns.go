@@ -13,6 +13,15 @@ import (
 
 type closeWriter interface{ CloseWrite() error }
 
+// closeWrite half-closes c where it can, else closes it: without
+// half-close, closing is the only way to pass an EOF on.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
 // targetConn is the authenticated server connection handed to the relay.
 // It first returns bytes the startup reader had already buffered, and runs
 // onClose once (to forget the session's cancel key).
@@ -275,7 +284,7 @@ func (c *targetConn) CloseWrite() error {
 	if cw, ok := c.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
-	return c.Close()
+	return c.Close() // through targetConn, so the cancel key is forgotten
 }
 
 // switchConn is the transport under the client-facing tls.Conn. During the
