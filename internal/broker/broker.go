@@ -249,8 +249,7 @@ func Prepare(opts Options) (*Broker, error) {
 	}
 	b := &Broker{opts: opts, log: opts.Logger, metrics: metrics.New(), serveErr: make(chan error, 16)}
 	cfg, cfgErr := LoadConfig(opts.ConfigFile, opts.Providers)
-	var ce *config.Error
-	if cfgErr != nil && (!errors.As(cfgErr, &ce) || ce.Partial == nil || len(ce.Partial.Services) == 0) {
+	if cfgErr != nil && !config.CanCheckLater(cfgErr) {
 		return nil, cfgErr
 	}
 	b.cfg = cfg

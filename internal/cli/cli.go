@@ -369,8 +369,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	cfg, cfgErr := broker.LoadConfig(file, nil)
-	var ce *config.Error
-	if cfgErr != nil && !errors.As(cfgErr, &ce) {
+	if cfgErr != nil && !config.CanCheckLater(cfgErr) {
 		return fail(stderr, cfgErr)
 	}
 	var loaded []plugins.Plugin

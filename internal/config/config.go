@@ -139,14 +139,22 @@ type Error struct {
 	Partial *Config
 }
 
+// CanCheckLater reports whether err is a parse *Error with services left
+// to check further (see WithLaterProblems).
+func CanCheckLater(err error) bool {
+	var ce *Error
+	return errors.As(err, &ce) && ce.Partial != nil && len(ce.Partial.Services) > 0
+}
+
 // WithLaterProblems returns err with the problems of a later check of its
 // Partial config added, in line order: check's *Error problems, when err
 // is a parse *Error with a Partial config. Anything else is err unchanged.
 func WithLaterProblems(err error, check func(*Config) error) error {
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Partial == nil || len(ce.Partial.Services) == 0 {
+	if !CanCheckLater(err) {
 		return err
 	}
+	var ce *Error
+	errors.As(err, &ce)
 	var later *Error
 	if !errors.As(check(ce.Partial), &later) || len(later.Problems) == 0 {
 		return err
