@@ -32,7 +32,7 @@ func (it *idleTimer) check() {
 	if idle >= it.timeout {
 		it.fired.Store(true)
 		for _, c := range it.conns {
-			_ = c.Close()
+			_ = relay.Close(c)
 		}
 		return
 	}

@@ -410,7 +410,7 @@ func (s *TCPService) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		s.Logger.Warn("closing sessions still open at the end of the shutdown grace period", "service", s.Name, "sessions", len(s.conns))
 		for c := range s.conns {
-			_ = c.Close()
+			_ = relay.Close(c) // also ends an event-loop relay holding it
 		}
 		s.mu.Unlock()
 		// Closing the sockets ends every relay. A connector stuck in code

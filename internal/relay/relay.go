@@ -17,15 +17,33 @@
 // and written with raw system calls (see sockIO); with them bench/relay
 // measured 15.3 us of relay CPU per small round trip (0.53x direct; splice
 // 18.3 us, 0.48x) and bulk streams at 1.11x direct (they switch to splice).
+//
+// Event loop: when both ends are plain sockets (TCP or unix, directly or
+// through an Unwrapper), a session is relayed by an epoll loop instead of
+// two goroutines (loop_linux.go): one recvfrom and one sendto per message
+// and no goroutine wake-ups, like a C proxy. A direction that becomes a
+// bulk transfer between TCP sockets moves the session back to goroutines,
+// which splice. The loop owns duplicates of the sockets, so a session is
+// ended from outside with Close, not by closing its connections.
+// The loop is off with GOMAXPROCS=1: waiting in epoll_wait it would hold the
+// only P, and new connections would wait for the runtime's monitor to take
+// it back. SECRETLESS_RELAY_LOOP=0 in the environment turns it off too.
 package relay
 
 import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"syscall"
 )
+
+// loopEnabled: pairs of plain sockets are relayed in the event loop
+// (loop_linux.go). SECRETLESS_RELAY_LOOP=0 keeps every session on
+// goroutines, for comparison.
+var loopEnabled = os.Getenv("SECRETLESS_RELAY_LOOP") != "0"
 
 // BufferSize is the size of each pooled copy buffer.
 const BufferSize = 32 * 1024
@@ -42,26 +60,60 @@ type Result struct {
 type closeWriter interface{ CloseWrite() error }
 
 // Pipe relays bytes in both directions until both directions have finished,
-// then closes both connections. When one side sends EOF, the write half of
+// then closes both connections (their Close methods, also when the event
+// loop relayed their sockets). When one side sends EOF, the write half of
 // the other side is closed (half-close), so protocols that signal the end of
 // input by shutting down their write side keep working; when that side is a
 // tcp.SessionEnder, both connections are closed then. An error in either
 // direction closes both connections, so neither goroutine is left blocked.
 // Pipe returns only when both copy goroutines have exited.
 func Pipe(client, target net.Conn) Result {
+	// Both ends are set up before any I/O: an Unwrapper's RelayConn may look
+	// at state that its Read changes.
+	c, t := newEnd(client), newEnd(target)
+	var res Result
+	if loopEnabled && c.raw != nil && t.raw != nil && runtime.GOMAXPROCS(0) > 1 {
+		r, moved, nc, nt, release := pipeLoop(c, t)
+		defer release()
+		res = r
+		if !moved {
+			_ = client.Close()
+			_ = target.Close()
+			return res
+		}
+		c, t = nc, nt
+	}
+	r := pipeGoroutines(c, t)
+	res.ClientToTarget += r.ClientToTarget
+	res.TargetToClient += r.TargetToClient
+	res.Err = r.Err
+	_ = client.Close()
+	_ = target.Close()
+	return res
+}
+
+// Close closes c and ends the relay that c is in, if any. Code that ends a
+// session from outside Pipe (a shutdown, a timeout) must use it rather
+// than c.Close: in the event loop the relay holds duplicates of the
+// sockets, which closing c does not touch.
+func Close(c net.Conn) error {
+	closeSession(c)
+	return c.Close()
+}
+
+// pipeGoroutines relays with a goroutine per direction, closing c.conn
+// and t.conn when done.
+func pipeGoroutines(c, t *end) Result {
 	var (
 		res  Result
 		wg   sync.WaitGroup
 		once sync.Once
 	)
-	// Both ends are set up before any I/O: an Unwrapper's RelayConn may look
-	// at state that its Read changes.
-	c, t := newEnd(client), newEnd(target)
 	abort := func(err error) {
 		once.Do(func() {
 			res.Err = err
-			_ = client.Close()
-			_ = target.Close()
+			_ = c.conn.Close()
+			_ = t.conn.Close()
 		})
 	}
 	wg.Add(1)
@@ -71,8 +123,8 @@ func Pipe(client, target net.Conn) Result {
 	}()
 	res.ClientToTarget = oneWay(t, c, abort)
 	wg.Wait()
-	_ = client.Close()
-	_ = target.Close()
+	_ = c.conn.Close()
+	_ = t.conn.Close()
 	return res
 }
 

@@ -38,63 +38,78 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	return a, b
 }
 
+// bothModes runs f with the event loop relay (where the system has one)
+// and with a goroutine per direction.
+func bothModes(t *testing.T, f func(t *testing.T)) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "loop", false: "goroutines"}[loop], func(t *testing.T) {
+			old := loopEnabled
+			loopEnabled = loop
+			t.Cleanup(func() { loopEnabled = old })
+			f(t)
+		})
+	}
+}
+
 // TestPipe relays app <-> [client|relay|target] <-> server and checks both
 // directions, half-close, and that Pipe returns with the byte counts.
 func TestPipe(t *testing.T) {
-	tests := []struct {
-		name string
-		up   int // bytes app -> server
-		down int // bytes server -> app
-	}{
-		{"empty", 0, 0},
-		{"small messages", 100, 200},
-		{"bulk up (switches to splice)", 8 << 20, 10},
-		{"bulk down (switches to splice)", 10, 8 << 20},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			app, client := tcpPair(t)
-			target, server := tcpPair(t)
-			up, down := make([]byte, tt.up), make([]byte, tt.down)
-			_, _ = rand.Read(up)
-			_, _ = rand.Read(down)
-			res := make(chan Result, 1)
-			go func() { res <- Pipe(client, target) }()
+	bothModes(t, func(t *testing.T) {
+		tests := []struct {
+			name string
+			up   int // bytes app -> server
+			down int // bytes server -> app
+		}{
+			{"empty", 0, 0},
+			{"small messages", 100, 200},
+			{"bulk up (switches to splice)", 8 << 20, 10},
+			{"bulk down (switches to splice)", 10, 8 << 20},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				app, client := tcpPair(t)
+				target, server := tcpPair(t)
+				up, down := make([]byte, tt.up), make([]byte, tt.down)
+				_, _ = rand.Read(up)
+				_, _ = rand.Read(down)
+				res := make(chan Result, 1)
+				go func() { res <- Pipe(client, target) }()
 
-			// The server reads everything until the app's half-close, then
-			// answers and closes its write side.
-			serverGot := make(chan []byte, 1)
-			go func() {
-				b, _ := io.ReadAll(server)
-				serverGot <- b
-				_, _ = server.Write(down)
-				_ = server.(*net.TCPConn).CloseWrite()
-			}()
-			go func() {
-				_, _ = app.Write(up)
-				_ = app.(*net.TCPConn).CloseWrite()
-			}()
-			_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
-			appGot, err := io.ReadAll(app)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := <-serverGot; !bytes.Equal(got, up) {
-				t.Fatalf("server got %d bytes, want %d", len(got), len(up))
-			}
-			if !bytes.Equal(appGot, down) {
-				t.Fatalf("app got %d bytes, want %d", len(appGot), len(down))
-			}
-			select {
-			case r := <-res:
-				if r.ClientToTarget != int64(tt.up) || r.TargetToClient != int64(tt.down) || r.Err != nil {
-					t.Fatalf("result %+v", r)
+				// The server reads everything until the app's half-close, then
+				// answers and closes its write side.
+				serverGot := make(chan []byte, 1)
+				go func() {
+					b, _ := io.ReadAll(server)
+					serverGot <- b
+					_, _ = server.Write(down)
+					_ = server.(*net.TCPConn).CloseWrite()
+				}()
+				go func() {
+					_, _ = app.Write(up)
+					_ = app.(*net.TCPConn).CloseWrite()
+				}()
+				_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
+				appGot, err := io.ReadAll(app)
+				if err != nil {
+					t.Fatal(err)
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Pipe did not return after both sides finished")
-			}
-		})
-	}
+				if got := <-serverGot; !bytes.Equal(got, up) {
+					t.Fatalf("server got %d bytes, want %d", len(got), len(up))
+				}
+				if !bytes.Equal(appGot, down) {
+					t.Fatalf("app got %d bytes, want %d", len(appGot), len(down))
+				}
+				select {
+				case r := <-res:
+					if r.ClientToTarget != int64(tt.up) || r.TargetToClient != int64(tt.down) || r.Err != nil {
+						t.Fatalf("result %+v", r)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("Pipe did not return after both sides finished")
+				}
+			})
+		}
+	})
 }
 
 // TestPipeWithoutHalfClose: net.Pipe conns cannot half-close, so EOF from
@@ -123,48 +138,52 @@ func TestPipeWithoutHalfClose(t *testing.T) {
 // TestPipeAbortsOnReset: a target that resets makes Pipe close the client
 // too, instead of leaving the other direction blocked.
 func TestPipeAbortsOnReset(t *testing.T) {
-	app, client := tcpPair(t)
-	target, server := tcpPair(t)
-	res := make(chan Result, 1)
-	go func() { res <- Pipe(client, target) }()
-	_ = server.(*net.TCPConn).SetLinger(0)
-	server.Close()
-	_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := app.Read(make([]byte, 1)); err == nil {
-		t.Fatal("client still open after the target reset")
-	}
-	select {
-	case <-res:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return")
-	}
+	bothModes(t, func(t *testing.T) {
+		app, client := tcpPair(t)
+		target, server := tcpPair(t)
+		res := make(chan Result, 1)
+		go func() { res <- Pipe(client, target) }()
+		_ = server.(*net.TCPConn).SetLinger(0)
+		server.Close()
+		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := app.Read(make([]byte, 1)); err == nil {
+			t.Fatal("client still open after the target reset")
+		}
+		select {
+		case <-res:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Pipe did not return")
+		}
+	})
 }
 
 // TestPipeHalfCloseToResetPeer: when one side ends after the other side
 // has half-closed and then reset, the half-close that cannot be delivered
 // ends the session without an error.
 func TestPipeHalfCloseToResetPeer(t *testing.T) {
-	app, client := tcpPair(t)
-	target, server := tcpPair(t)
-	res := make(chan Result, 1)
-	go func() { res <- Pipe(client, target) }()
-	_ = app.(*net.TCPConn).CloseWrite()
-	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(server); err != nil {
-		t.Fatalf("server did not see the client's EOF: %v", err)
-	}
-	_ = app.(*net.TCPConn).SetLinger(0)
-	app.Close()                       // resets the client leg
-	time.Sleep(50 * time.Millisecond) // for the reset to reach the relay's socket
-	server.Close()                    // EOF to pass on to the client, who is gone
-	select {
-	case r := <-res:
-		if r.Err != nil {
-			t.Errorf("Pipe error %v, want none", r.Err)
+	bothModes(t, func(t *testing.T) {
+		app, client := tcpPair(t)
+		target, server := tcpPair(t)
+		res := make(chan Result, 1)
+		go func() { res <- Pipe(client, target) }()
+		_ = app.(*net.TCPConn).CloseWrite()
+		_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(server); err != nil {
+			t.Fatalf("server did not see the client's EOF: %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return")
-	}
+		_ = app.(*net.TCPConn).SetLinger(0)
+		app.Close()                       // resets the client leg
+		time.Sleep(50 * time.Millisecond) // for the reset to reach the relay's socket
+		server.Close()                    // EOF to pass on to the client, who is gone
+		select {
+		case r := <-res:
+			if r.Err != nil {
+				t.Errorf("Pipe error %v, want none", r.Err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Pipe did not return")
+		}
+	})
 }
 
 // countingConn wraps a connection and counts the calls the relay makes on
@@ -207,62 +226,71 @@ var _ Unwrapper = (*countingConn)(nil)
 // reading and writing (so bulk data can be spliced) but still closed and
 // half-closed; one that declines is used as it is.
 func TestPipeUnwrapper(t *testing.T) {
-	for _, unwrap := range []bool{true, false} {
-		t.Run(map[bool]string{true: "unwrapped", false: "declined"}[unwrap], func(t *testing.T) {
-			app, client := tcpPair(t)
-			raw, server := tcpPair(t)
-			target := &countingConn{Conn: raw, unwrap: unwrap}
-			down := make([]byte, 4<<20)
-			_, _ = rand.Read(down)
-			res := make(chan Result, 1)
-			go func() { res <- Pipe(client, target) }()
-			go func() {
-				_, _ = server.Write(down)
-				_ = server.(*net.TCPConn).CloseWrite()
-			}()
-			_ = app.(*net.TCPConn).CloseWrite()
-			_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
-			got, err := io.ReadAll(app)
-			if err != nil || !bytes.Equal(got, down) {
-				t.Fatalf("app got %d bytes (%v), want %d", len(got), err, len(down))
-			}
-			r := <-res
-			if r.TargetToClient != int64(len(down)) || r.Err != nil {
-				t.Fatalf("result %+v", r)
-			}
-			if unwrap && (target.reads.Load() != 0 || target.writesOnWrapper.Load() != 0) {
-				t.Errorf("wrapper used for I/O although it offered its socket: %d reads, %d writes",
-					target.reads.Load(), target.writesOnWrapper.Load())
-			}
-			if !unwrap && target.reads.Load() == 0 {
-				t.Error("declining wrapper was bypassed")
-			}
-			if target.closeWrites.Load() != 1 || target.closes.Load() == 0 {
-				t.Errorf("wrapper half-closed %d times and closed %d times, want 1 and at least 1",
-					target.closeWrites.Load(), target.closes.Load())
-			}
-		})
-	}
+	bothModes(t, func(t *testing.T) {
+		for _, unwrap := range []bool{true, false} {
+			t.Run(map[bool]string{true: "unwrapped", false: "declined"}[unwrap], func(t *testing.T) {
+				app, client := tcpPair(t)
+				raw, server := tcpPair(t)
+				target := &countingConn{Conn: raw, unwrap: unwrap}
+				down := make([]byte, 4<<20)
+				_, _ = rand.Read(down)
+				res := make(chan Result, 1)
+				go func() { res <- Pipe(client, target) }()
+				go func() {
+					_, _ = server.Write(down)
+					_ = server.(*net.TCPConn).CloseWrite()
+				}()
+				_ = app.(*net.TCPConn).CloseWrite()
+				_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
+				got, err := io.ReadAll(app)
+				if err != nil || !bytes.Equal(got, down) {
+					t.Fatalf("app got %d bytes (%v), want %d", len(got), err, len(down))
+				}
+				r := <-res
+				if r.TargetToClient != int64(len(down)) || r.Err != nil {
+					t.Fatalf("result %+v", r)
+				}
+				if unwrap && (target.reads.Load() != 0 || target.writesOnWrapper.Load() != 0) {
+					t.Errorf("wrapper used for I/O although it offered its socket: %d reads, %d writes",
+						target.reads.Load(), target.writesOnWrapper.Load())
+				}
+				if !unwrap && target.reads.Load() == 0 {
+					t.Error("declining wrapper was bypassed")
+				}
+				// The event loop half-closes the socket it took over itself.
+				wantCW := int32(1)
+				if unwrap && loopEnabled && runtime.GOOS == "linux" {
+					wantCW = 0
+				}
+				if target.closeWrites.Load() != wantCW || target.closes.Load() == 0 {
+					t.Errorf("wrapper half-closed %d times and closed %d times, want %d and at least 1",
+						target.closeWrites.Load(), target.closes.Load(), wantCW)
+				}
+			})
+		}
+	})
 }
 
 // TestPipeEndsWhenClosed: closing the client from outside (what a forced
 // shutdown does) ends a relay whose both directions wait for data, and the
 // result says only that the connection was closed.
 func TestPipeEndsWhenClosed(t *testing.T) {
-	_, client := tcpPair(t)
-	target, _ := tcpPair(t)
-	res := make(chan Result, 1)
-	go func() { res <- Pipe(client, target) }()
-	time.Sleep(50 * time.Millisecond) // both directions are waiting
-	client.Close()
-	select {
-	case r := <-res:
-		if !IsClosedErr(r.Err) {
-			t.Fatalf("error %v, want a closed-connection error", r.Err)
+	bothModes(t, func(t *testing.T) {
+		_, client := tcpPair(t)
+		target, _ := tcpPair(t)
+		res := make(chan Result, 1)
+		go func() { res <- Pipe(client, target) }()
+		time.Sleep(50 * time.Millisecond) // both directions are waiting
+		_ = Close(client)
+		select {
+		case r := <-res:
+			if !IsClosedErr(r.Err) {
+				t.Fatalf("error %v, want a closed-connection error", r.Err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Pipe did not return after the client was closed")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after the client was closed")
-	}
+	})
 }
 
 // TestSockIO: raw reads and writes report EOF, resets and closed
@@ -363,6 +391,11 @@ func TestSockIO(t *testing.T) {
 // description) must not make a raw system call block: that would hold a P
 // and stop the garbage collector's stop-the-world, freezing the process.
 func TestSockIOBlockingSocket(t *testing.T) {
+	// sockIO is the goroutine relay's (the event loop closes the given
+	// connections, so File cannot be taken from them).
+	old := loopEnabled
+	loopEnabled = false
+	t.Cleanup(func() { loopEnabled = old })
 	app, client := tcpPair(t)
 	target, server := tcpPair(t)
 	res := make(chan Result, 1)
@@ -440,24 +473,26 @@ var _ Unwrapper = (*pendingConn)(nil)
 // asked before any Read (under -race, asking it while the other direction
 // reads is a data race on the wrapper's state).
 func TestPipeUnwrapperBuffered(t *testing.T) {
-	for i := 0; i < 100; i++ {
-		app, client := tcpPair(t)
-		raw, server := tcpPair(t)
-		target := &pendingConn{Conn: raw, pending: []byte("buffered-startup-bytes")}
-		res := make(chan Result, 1)
-		go func() { res <- Pipe(client, target) }()
-		go func() {
-			_, _ = server.Write([]byte("more"))
-			_ = server.(*net.TCPConn).CloseWrite()
-		}()
-		_ = app.(*net.TCPConn).CloseWrite()
-		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, err := io.ReadAll(app)
-		if err != nil || string(got) != "buffered-startup-bytesmore" {
-			t.Fatalf("round %d: got %q, %v", i, got, err)
+	bothModes(t, func(t *testing.T) {
+		for i := 0; i < 100; i++ {
+			app, client := tcpPair(t)
+			raw, server := tcpPair(t)
+			target := &pendingConn{Conn: raw, pending: []byte("buffered-startup-bytes")}
+			res := make(chan Result, 1)
+			go func() { res <- Pipe(client, target) }()
+			go func() {
+				_, _ = server.Write([]byte("more"))
+				_ = server.(*net.TCPConn).CloseWrite()
+			}()
+			_ = app.(*net.TCPConn).CloseWrite()
+			_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(app)
+			if err != nil || string(got) != "buffered-startup-bytesmore" {
+				t.Fatalf("round %d: got %q, %v", i, got, err)
+			}
+			<-res
 		}
-		<-res
-	}
+	})
 }
 
 // enderConn is a target connection whose EOF ends the session; with unwrap
@@ -481,43 +516,45 @@ func (c *enderConn) RelayConn() net.Conn {
 // keeps its end open; without SessionEnder the client is only half-closed
 // and Pipe waits for it.
 func TestPipeSessionEnder(t *testing.T) {
-	tests := []struct {
-		name     string
-		wrap     func(net.Conn) net.Conn
-		wantDone bool
-	}{
-		{"ender, read and write", func(c net.Conn) net.Conn { return &enderConn{Conn: c} }, true},
-		{"ender, raw socket", func(c net.Conn) net.Conn { return &enderConn{Conn: c, unwrap: true} }, true},
-		{"plain target: half-close only", func(c net.Conn) net.Conn { return c }, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			app, client := tcpPair(t)
-			target, server := tcpPair(t)
-			done := make(chan Result, 1)
-			go func() { done <- Pipe(client, tt.wrap(target)) }()
-			_, _ = server.Write([]byte("bye"))
-			_ = server.Close()
-			_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
-			got, err := io.ReadAll(app)
-			if err != nil || string(got) != "bye" {
-				t.Fatalf("app read %q, %v; want bye and EOF", got, err)
-			}
-			select {
-			case r := <-done:
-				if !tt.wantDone {
-					t.Fatalf("Pipe returned (%+v) while the client was still open", r)
+	bothModes(t, func(t *testing.T) {
+		tests := []struct {
+			name     string
+			wrap     func(net.Conn) net.Conn
+			wantDone bool
+		}{
+			{"ender, read and write", func(c net.Conn) net.Conn { return &enderConn{Conn: c} }, true},
+			{"ender, raw socket", func(c net.Conn) net.Conn { return &enderConn{Conn: c, unwrap: true} }, true},
+			{"plain target: half-close only", func(c net.Conn) net.Conn { return c }, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				app, client := tcpPair(t)
+				target, server := tcpPair(t)
+				done := make(chan Result, 1)
+				go func() { done <- Pipe(client, tt.wrap(target)) }()
+				_, _ = server.Write([]byte("bye"))
+				_ = server.Close()
+				_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got, err := io.ReadAll(app)
+				if err != nil || string(got) != "bye" {
+					t.Fatalf("app read %q, %v; want bye and EOF", got, err)
 				}
-				if r.Err != nil || r.TargetToClient != 3 {
-					t.Errorf("result %+v", r)
+				select {
+				case r := <-done:
+					if !tt.wantDone {
+						t.Fatalf("Pipe returned (%+v) while the client was still open", r)
+					}
+					if r.Err != nil || r.TargetToClient != 3 {
+						t.Errorf("result %+v", r)
+					}
+				case <-time.After(2 * time.Second):
+					if tt.wantDone {
+						t.Fatal("Pipe still running 2 s after the target closed")
+					}
+					_ = app.Close() // the client's close ends it
+					<-done
 				}
-			case <-time.After(2 * time.Second):
-				if tt.wantDone {
-					t.Fatal("Pipe still running 2 s after the target closed")
-				}
-				_ = app.Close() // the client's close ends it
-				<-done
-			}
-		})
-	}
+			})
+		}
+	})
 }

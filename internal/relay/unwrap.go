@@ -7,10 +7,14 @@ import (
 )
 
 // Unwrapper is implemented by a connection wrapper that can hand the relay
-// the socket underneath it, when reading and writing that socket directly is
-// equivalent to using the wrapper (nothing buffered, no transformation such
-// as TLS). The relay then copies with system calls on the socket, and may
-// splice, while still closing and half-closing through the wrapper.
+// the socket underneath it, when reading, writing and half-closing that
+// socket directly is equivalent to using the wrapper (nothing buffered, no
+// transformation such as TLS). The relay then copies with system calls on
+// the socket, and may splice, or takes the socket over into its event loop
+// (which closes the socket's net.Conn at once, reads, writes and shuts it
+// down itself). Either way the wrapper's Close is called when the relay
+// ends. Its EndsSessionAtEOF, if any, is asked at the EOF, or by the event
+// loop once, when it takes the socket over.
 // RelayConn returns nil when the wrapper must be used as it is. Pipe calls
 // it once, before any I/O on the connection.
 type Unwrapper interface {
