@@ -211,13 +211,20 @@ func pipeLoop(c, t *end) (res Result, moved bool, nc, nt *end, release func()) {
 		ends[i] = &end{conn: &movedConn{Conn: conn, orig: orig}, io: conn, raw: newSockIO(conn)}
 		ends[i].r, ends[i].w = ends[i].raw, ends[i].raw
 	}
-	// A Close from outside between the loop's hand-back and here.
-	if sess.aborting.Load() {
+	// From here Close finds the moved connections. A Close that came
+	// earlier, while the loop was handing the session back, only marked
+	// it: closeSession marks under regMu, so it is seen here or finds the
+	// moved connections, never neither.
+	regMu.Lock()
+	for _, k := range keys {
+		delete(sessions, k)
+		movedTo[k] = [2]net.Conn{ends[0].conn, ends[1].conn}
+	}
+	aborted := sess.aborting.Load()
+	regMu.Unlock()
+	if aborted {
 		_ = ends[0].conn.Close()
 		_ = ends[1].conn.Close()
-	}
-	for _, k := range keys {
-		registerMoved(k, ends[0].conn, ends[1].conn)
 	}
 	return res, true, ends[0], ends[1], release
 }
@@ -261,13 +268,6 @@ func register(c net.Conn, s *session) {
 	regMu.Unlock()
 }
 
-func registerMoved(c, a, b net.Conn) {
-	regMu.Lock()
-	delete(sessions, c)
-	movedTo[c] = [2]net.Conn{a, b}
-	regMu.Unlock()
-}
-
 func unregister(c net.Conn) {
 	regMu.Lock()
 	delete(sessions, c)
@@ -275,18 +275,19 @@ func unregister(c net.Conn) {
 	regMu.Unlock()
 }
 
-// closeSession ends the relay holding c, if any.
+// closeSession ends the relay holding c, if any. The session is marked
+// under regMu (see pipeLoop's hand-back).
 func closeSession(c net.Conn) {
 	regMu.Lock()
 	s := sessions[c]
 	m, moved := movedTo[c]
+	if s != nil {
+		s.abort()
+	}
 	regMu.Unlock()
 	if moved {
 		_ = m[0].Close()
 		_ = m[1].Close()
-	}
-	if s != nil {
-		s.abort()
 	}
 }
 
