@@ -84,6 +84,9 @@ type session struct {
 	err   error // first error; set by the loop before done closes
 	moved bool  // handed back to goroutines (bulk); set before done closes
 	over  bool  // out of the loop (the loop's own)
+	// inLoop: added to the loop (the loop's own); an abort that comes
+	// earlier is acted on when the session is added.
+	inLoop bool
 
 	aborting atomic.Bool
 }
@@ -160,6 +163,18 @@ func pipeLoop(c, t *end) (res Result, moved bool, nc, nt *end, release func()) {
 		return res, true, c, t, release
 	}
 	sess := &session{l: l, done: make(chan struct{})}
+	// Findable by Close before the sockets are taken over: a Close from
+	// then on either marks the session (the loop ends it when it arrives)
+	// or closes a connection before takeOver, which then fails.
+	keys := []net.Conn{c.conn, c.io, t.conn, t.io}
+	for _, k := range keys {
+		register(k, sess)
+	}
+	release = func() {
+		for _, k := range keys {
+			unregister(k)
+		}
+	}
 	var fds [2]int
 	for i, e := range []*end{c, t} {
 		if fds[i], err = takeOver(e); err != nil {
@@ -176,15 +191,6 @@ func pipeLoop(c, t *end) (res Result, moved bool, nc, nt *end, release func()) {
 			network: e.raw.network, local: e.raw.local, remote: e.raw.remote}
 	}
 	sess.ends[0].peer, sess.ends[1].peer = sess.ends[1], sess.ends[0]
-	keys := []net.Conn{c.conn, c.io, t.conn, t.io}
-	for _, k := range keys {
-		register(k, sess)
-	}
-	release = func() {
-		for _, k := range keys {
-			unregister(k)
-		}
-	}
 	l.add(sess)
 	<-sess.done
 	res.ClientToTarget, res.TargetToClient = sess.ends[0].n, sess.ends[1].n
@@ -362,6 +368,12 @@ func (l *loop) runQueues() {
 	}
 	l.mu.Unlock()
 	for _, s := range adds {
+		s.inLoop = true
+		if s.aborting.Load() { // closed while on its way here
+			s.fail(net.ErrClosed)
+			l.finish(s, false)
+			continue
+		}
 		for _, sd := range s.ends {
 			if !s.over {
 				l.update(sd)
@@ -369,7 +381,8 @@ func (l *loop) runQueues() {
 		}
 	}
 	for _, s := range aborts {
-		if !s.over {
+		// One not yet added is ended when it is (above).
+		if s.inLoop && !s.over {
 			s.fail(net.ErrClosed)
 			l.finish(s, false)
 		}
@@ -472,6 +485,9 @@ func (l *loop) flush(sd *side) bool {
 	sd.pending, sd.pendBuf = nil, nil
 	l.update(sd)
 	l.update(sd.peer)
+	if sd.s.over {
+		return false
+	}
 	return l.maybeMove(sd)
 }
 
@@ -507,6 +523,9 @@ func (l *loop) eof(sd *side) {
 // while its peer has bytes waiting for it. A side with no interest leaves
 // the epoll set (level-triggered, its error or hang-up would repeat).
 func (l *loop) update(sd *side) {
+	if sd.s.over {
+		return
+	}
 	var want uint32
 	if !sd.eof && sd.pending == nil {
 		want |= unix.EPOLLIN | unix.EPOLLRDHUP
@@ -539,6 +558,9 @@ func (l *loop) update(sd *side) {
 // finish takes the session out of the loop: its descriptors are closed,
 // or, when moving it back to goroutines, left to pipeLoop.
 func (l *loop) finish(s *session, move bool) {
+	if s.over {
+		return // a second failure in the same step (update after update)
+	}
 	l.mu.Lock()
 	for _, sd := range s.ends {
 		delete(l.sides, int32(sd.fd))

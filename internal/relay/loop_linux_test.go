@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -305,4 +306,35 @@ func TestLoopResetAfterHalfClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Pipe did not return after writing to a reset client")
 	}
+}
+
+// TestCloseWhileStarting: a Close that races with the start of Pipe (as a
+// shutdown's does with a session that is just entering the relay) always
+// ends the session, whichever step of taking the sockets over it falls
+// on. The loop once lost a Close that came between its taking over the
+// client's socket and the session becoming findable.
+func TestCloseWhileStarting(t *testing.T) {
+	bothModes(t, func(t *testing.T) {
+		const iters = 1000
+		for i := range iters {
+			app, client := tcpPair(t)
+			target, server := tcpPair(t)
+			res := make(chan Result, 1)
+			go func() { res <- Pipe(client, target) }()
+			for range i % 150 { // a different step of the start each time
+				runtime.Gosched()
+			}
+			_ = Close(client)
+			select {
+			case <-res:
+			case <-time.After(2 * time.Second):
+				_ = server.Close()
+				_ = app.Close()
+				<-res
+				t.Fatalf("iteration %d: Pipe still running 2 s after Close", i)
+			}
+			_ = app.Close()
+			_ = server.Close()
+		}
+	})
 }

@@ -97,8 +97,11 @@ func Pipe(client, target net.Conn) Result {
 // than c.Close: in the event loop the relay holds duplicates of the
 // sockets, which closing c does not touch.
 func Close(c net.Conn) error {
+	// c first: a relay that has not yet taken c's socket over then fails
+	// to, and one that has is already findable by closeSession.
+	err := c.Close()
 	closeSession(c)
-	return c.Close()
+	return err
 }
 
 // pipeGoroutines relays with a goroutine per direction, closing c.conn
