@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -66,9 +67,10 @@ func pickLoop() (*loop, error) {
 
 // loop is one epoll instance and the goroutine that serves it.
 type loop struct {
-	epfd int
-	wake int // eventfd: Close and new sessions' aborts wake the loop
-	buf  []byte
+	epfd  int
+	churn time.Time // when a session last joined or left (the loop's own)
+	wake  int       // eventfd: Close and new sessions' aborts wake the loop
+	buf   []byte
 
 	mu     sync.Mutex
 	sides  map[int32]*side
@@ -332,25 +334,85 @@ func (s *session) fail(err error) {
 
 func (l *loop) run() {
 	evs := make([]unix.EpollEvent, 128)
+	var (
+		pf *os.File // a duplicate of epfd in the Go netpoller, while sessions churn
+		rc syscall.RawConn
+	)
 	for {
-		n, err := unix.EpollWait(l.epfd, evs, -1)
-		if err != nil {
-			continue // EINTR
+		churning := time.Since(l.churn) < churnWindow
+		switch {
+		case churning && pf == nil:
+			pf, rc = l.pollFile()
+		case !churning && pf != nil:
+			// Out of the netpoller, which would otherwise be woken by
+			// every event of the loop's sockets.
+			_ = pf.Close()
+			pf, rc = nil, nil
 		}
-		for i := range n {
-			fd := evs[i].Fd
-			if int(fd) == l.wake {
-				l.runQueues()
-				continue
+		var n int
+		if pf != nil {
+			// Sessions come and go: wait in the Go netpoller and ask
+			// epoll only for what is ready. A thread blocked in
+			// epoll_wait loses its P to the start-up work of new sessions
+			// and gets one back through the scheduler at every wake-up
+			// (a short session took 650 us against 380 us here).
+			_ = rc.Read(func(fd uintptr) bool {
+				var err error
+				n, err = unix.EpollWait(int(fd), evs, 0)
+				return n > 0 || (err != nil && err != unix.EINTR)
+			})
+		} else {
+			// Steady sessions: block in epoll_wait, the quickest wake-up
+			// when nothing else in the process needs the P.
+			var err error
+			if n, err = unix.EpollWait(l.epfd, evs, -1); err != nil {
+				n = 0 // EINTR
 			}
-			l.mu.Lock()
-			sd := l.sides[fd]
-			l.mu.Unlock()
-			if sd == nil {
-				continue // ended earlier in this batch
-			}
-			l.handle(sd, evs[i].Events)
 		}
+		l.serve(evs[:max(n, 0)])
+	}
+}
+
+// pollFile returns a duplicate of the epoll descriptor as a file in the Go
+// netpoller, or nil when it cannot make one (the loop then blocks in
+// epoll_wait as in steady times).
+func (l *loop) pollFile() (*os.File, syscall.RawConn) {
+	fd, err := unix.FcntlInt(uintptr(l.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(fd), "relay-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, nil
+	}
+	return f, rc
+}
+
+// churnWindow: after a session joins or leaves, the loop waits in the
+// netpoller for this long (see run).
+const churnWindow = 20 * time.Millisecond
+
+// serve handles one batch of events.
+func (l *loop) serve(evs []unix.EpollEvent) {
+	for i := range evs {
+		fd := evs[i].Fd
+		if int(fd) == l.wake {
+			l.runQueues()
+			continue
+		}
+		l.mu.Lock()
+		sd := l.sides[fd]
+		l.mu.Unlock()
+		if sd == nil {
+			continue // ended earlier in this batch
+		}
+		l.handle(sd, evs[i].Events)
 	}
 }
 
@@ -367,6 +429,9 @@ func (l *loop) runQueues() {
 		}
 	}
 	l.mu.Unlock()
+	if len(adds) > 0 {
+		l.churn = time.Now()
+	}
 	for _, s := range adds {
 		s.inLoop = true
 		if s.aborting.Load() { // closed while on its way here
@@ -561,6 +626,7 @@ func (l *loop) finish(s *session, move bool) {
 	if s.over {
 		return // a second failure in the same step (update after update)
 	}
+	l.churn = time.Now()
 	l.mu.Lock()
 	for _, sd := range s.ends {
 		delete(l.sides, int32(sd.fd))

@@ -25,9 +25,14 @@
 // bulk transfer between TCP sockets moves the session back to goroutines,
 // which splice. The loop owns duplicates of the sockets, so a session is
 // ended from outside with Close, not by closing its connections.
-// The loop is off with GOMAXPROCS=1: waiting in epoll_wait it would hold the
-// only P, and new connections would wait for the runtime's monitor to take
-// it back. SECRETLESS_RELAY_LOOP=0 in the environment turns it off too.
+// The loop blocks in epoll_wait while its sessions are steady, and waits in
+// the Go netpoller for a while after a session joins or leaves (a thread
+// blocked in epoll_wait loses its P to new sessions' start-up work and
+// gets one back through the scheduler at every wake-up;
+// BenchmarkShortSessions). The loop is off with GOMAXPROCS=1: blocked in
+// epoll_wait it would hold the only P, and new connections would wait for
+// the runtime's monitor to take it back. SECRETLESS_RELAY_LOOP=0 in the
+// environment turns it off too.
 package relay
 
 import (
