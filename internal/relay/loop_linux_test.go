@@ -23,26 +23,7 @@ import (
 // so a bulk stream stays in the event loop).
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("unix", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	return connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 }
 
 func processCPU(t *testing.T) time.Duration {
@@ -241,28 +222,18 @@ func TestLoopCloseWhileMoved(t *testing.T) {
 	res := make(chan Result, 1)
 	moves := loopMoves.Load()
 	go func() { res <- Pipe(client, target) }()
-	// A bulk stream that the app stops reading: the session has moved and
-	// both goroutines are blocked.
-	go func() { _, _ = server.Write(make([]byte, 64<<20)) }()
+	// A bulk stream that the app reads until the session has moved and
+	// then stops reading: both goroutines end up blocked.
+	go func() { _, _ = server.Write(make([]byte, 256<<20)) }()
 	_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(app, make([]byte, 4<<20)); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; loopMoves.Load() == moves && i < 100; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if loopMoves.Load() == moves {
-		t.Fatal("the bulk session did not move to goroutines")
+	buf := make([]byte, 64<<10)
+	for loopMoves.Load() == moves {
+		if _, err := app.Read(buf); err != nil {
+			t.Fatalf("the bulk session did not move to goroutines: %v", err)
+		}
 	}
 	_ = Close(client)
-	select {
-	case r := <-res:
-		if !IsClosedErr(r.Err) {
-			t.Errorf("error %v, want a closed-connection error", r.Err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after Close")
-	}
+	wantClosed(t, res)
 }
 
 // TestLoopResetAfterHalfClose: a client that half-closes and then resets

@@ -15,25 +15,31 @@ import (
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return connPair(t, "tcp", "127.0.0.1:0")
+}
+
+// connPair returns both ends of a stream connection to a new listener at
+// network and addr, closed when the test ends.
+func connPair(t *testing.T, network, addr string) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	ch := make(chan net.Conn, 1)
 	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
+		c, _ := l.Accept()
 		ch <- c
 	}()
-	a, err := net.Dial("tcp", l.Addr().String())
+	a, err := net.Dial(network, l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
@@ -282,15 +288,22 @@ func TestPipeEndsWhenClosed(t *testing.T) {
 		go func() { res <- Pipe(client, target) }()
 		time.Sleep(50 * time.Millisecond) // both directions are waiting
 		_ = Close(client)
-		select {
-		case r := <-res:
-			if !IsClosedErr(r.Err) {
-				t.Fatalf("error %v, want a closed-connection error", r.Err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Pipe did not return after the client was closed")
-		}
+		wantClosed(t, res)
 	})
+}
+
+// wantClosed waits for Pipe's result after a Close and checks that it
+// says only that the connection was closed.
+func wantClosed(t *testing.T, res <-chan Result) {
+	t.Helper()
+	select {
+	case r := <-res:
+		if !IsClosedErr(r.Err) {
+			t.Errorf("error %v, want a closed-connection error", r.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pipe did not return after Close")
+	}
 }
 
 // TestSockIO: raw reads and writes report EOF, resets and closed
