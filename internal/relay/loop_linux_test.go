@@ -272,11 +272,7 @@ func TestLoopResetAfterHalfClose(t *testing.T) {
 		default:
 		}
 	}
-	select {
-	case <-res:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after writing to a reset client")
-	}
+	pipeResult(t, res, "writing to a reset client")
 }
 
 // TestCloseWhileStarting: a Close that races with the start of Pipe (as a

@@ -105,13 +105,9 @@ func TestPipe(t *testing.T) {
 				if !bytes.Equal(appGot, down) {
 					t.Fatalf("app got %d bytes, want %d", len(appGot), len(down))
 				}
-				select {
-				case r := <-res:
-					if r.ClientToTarget != int64(tt.up) || r.TargetToClient != int64(tt.down) || r.Err != nil {
-						t.Fatalf("result %+v", r)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("Pipe did not return after both sides finished")
+				r := pipeResult(t, res, "both sides finished")
+				if r.ClientToTarget != int64(tt.up) || r.TargetToClient != int64(tt.down) || r.Err != nil {
+					t.Fatalf("result %+v", r)
 				}
 			})
 		}
@@ -134,11 +130,7 @@ func TestPipeWithoutHalfClose(t *testing.T) {
 		t.Fatalf("echo = %q, %v", buf, err)
 	}
 	app.Close()
-	select {
-	case <-res:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after the client closed")
-	}
+	pipeResult(t, res, "the client closed")
 }
 
 // TestPipeAbortsOnReset: a target that resets makes Pipe close the client
@@ -155,11 +147,7 @@ func TestPipeAbortsOnReset(t *testing.T) {
 		if _, err := app.Read(make([]byte, 1)); err == nil {
 			t.Fatal("client still open after the target reset")
 		}
-		select {
-		case <-res:
-		case <-time.After(5 * time.Second):
-			t.Fatal("Pipe did not return")
-		}
+		pipeResult(t, res, "the target reset")
 	})
 }
 
@@ -181,13 +169,8 @@ func TestPipeHalfCloseToResetPeer(t *testing.T) {
 		app.Close()                       // resets the client leg
 		time.Sleep(50 * time.Millisecond) // for the reset to reach the relay's socket
 		server.Close()                    // EOF to pass on to the client, who is gone
-		select {
-		case r := <-res:
-			if r.Err != nil {
-				t.Errorf("Pipe error %v, want none", r.Err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Pipe did not return")
+		if r := pipeResult(t, res, "both sides ended"); r.Err != nil {
+			t.Errorf("Pipe error %v, want none", r.Err)
 		}
 	})
 }
@@ -296,13 +279,21 @@ func TestPipeEndsWhenClosed(t *testing.T) {
 // says only that the connection was closed.
 func wantClosed(t *testing.T, res <-chan Result) {
 	t.Helper()
+	if r := pipeResult(t, res, "Close"); !IsClosedErr(r.Err) {
+		t.Errorf("error %v, want a closed-connection error", r.Err)
+	}
+}
+
+// pipeResult waits up to 5 s for Pipe's result, failing the test with
+// what should have ended the relay.
+func pipeResult(t *testing.T, res <-chan Result, after string) Result {
+	t.Helper()
 	select {
 	case r := <-res:
-		if !IsClosedErr(r.Err) {
-			t.Errorf("error %v, want a closed-connection error", r.Err)
-		}
+		return r
 	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after Close")
+		t.Fatalf("Pipe did not return after %s", after)
+		return Result{}
 	}
 }
 
@@ -444,13 +435,8 @@ func TestSockIOBlockingSocket(t *testing.T) {
 	if _, err := io.ReadAll(app); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case r := <-res:
-		if r.Err != nil {
-			t.Fatalf("result %+v", r)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return")
+	if r := pipeResult(t, res, "both sides ended"); r.Err != nil {
+		t.Fatalf("result %+v", r)
 	}
 }
 
