@@ -20,8 +20,8 @@ import (
 // netpoller between messages, cost the scheduler a wake-up (and often a
 // futex call and a context switch) for every message. For a pair of plain
 // sockets the relay instead takes the sockets over and serves them from an
-// epoll loop: one goroutine waits in epoll_wait for every session it holds,
-// and per message makes one recvfrom and one sendto, as a C proxy such as
+// epoll loop: one goroutine waits for events of every session it holds
+// (see run), and per message makes one recvfrom and one sendto, as a C proxy such as
 // pgbouncer does. Measured with pgbench select-only at 8 clients on the
 // 2-core VM, this took the relay from about 23 to 19 us of CPU per
 // transaction (pgbouncer: 19), see bench/pg/README.md.
@@ -44,8 +44,8 @@ var (
 )
 
 // loopCount is how many event loops serve sessions: one per four Ps, at
-// least one. A loop waiting in epoll_wait holds its P in a system call, so
-// with few Ps more loops would leave the rest of the broker short of them.
+// least one. A busy loop keeps a P to itself, so with few Ps more loops
+// would leave the rest of the broker (handshakes, TLS) short of them.
 func loopCount() int { return max(1, runtime.GOMAXPROCS(0)/4) }
 
 func pickLoop() (*loop, error) {
@@ -67,13 +67,15 @@ func pickLoop() (*loop, error) {
 
 // loop is one epoll instance and the goroutine that serves it.
 type loop struct {
-	epfd  int
-	churn time.Time // when a session last joined or left (the loop's own)
-	wake  int       // eventfd: Close and new sessions' aborts wake the loop
-	buf   []byte
+	epfd int
+	wake int // eventfd: Close and new sessions' aborts wake the loop
 
-	mu     sync.Mutex
-	sides  map[int32]*side
+	// The loop goroutine's own.
+	churn time.Time // when a session last joined or left
+	buf   []byte
+	sides map[int32]*side
+
+	mu     sync.Mutex // guards the queues, filled by other goroutines
 	adds   []*session
 	aborts []*session
 }
@@ -406,9 +408,7 @@ func (l *loop) serve(evs []unix.EpollEvent) {
 			l.runQueues()
 			continue
 		}
-		l.mu.Lock()
 		sd := l.sides[fd]
-		l.mu.Unlock()
 		if sd == nil {
 			continue // ended earlier in this batch
 		}
@@ -423,12 +423,12 @@ func (l *loop) runQueues() {
 	l.mu.Lock()
 	adds, aborts := l.adds, l.aborts
 	l.adds, l.aborts = nil, nil
+	l.mu.Unlock()
 	for _, s := range adds {
 		for _, sd := range s.ends {
 			l.sides[int32(sd.fd)] = sd
 		}
 	}
-	l.mu.Unlock()
 	if len(adds) > 0 {
 		l.churn = time.Now()
 	}
@@ -627,11 +627,9 @@ func (l *loop) finish(s *session, move bool) {
 		return // a second failure in the same step (update after update)
 	}
 	l.churn = time.Now()
-	l.mu.Lock()
 	for _, sd := range s.ends {
 		delete(l.sides, int32(sd.fd))
 	}
-	l.mu.Unlock()
 	for _, sd := range s.ends {
 		if sd.added {
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, sd.fd, nil)
